@@ -1,0 +1,255 @@
+// duet bench: for each model shape and LP plan, ms per decode step over a sweep
+// of batch sizes at a fixed context, tokens/s, prefill tokens/s and TFLOP/s,
+// the bytes a step must move and the achieved fraction of the copy bandwidth
+// measured in the same run, and each LP plan's speedup over the baseline
+// measured in the same run. Random weights of named real shapes (speed depends
+// on shapes only) or a model file. Progress on stderr, table on stdout, JSON
+// with --json.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "cli/commands_bench.h"
+
+#ifdef DUET_HAVE_CUDA
+#include <nlohmann/json.hpp>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+
+#include "backends/cuda/cuda_model.h"
+#include "model/loader.h"
+#include "model/lp_merge.h"
+#include "model/lp_plan.h"
+#include "runtime/bench_shapes.h"
+#endif
+
+namespace duet::cli {
+
+#ifndef DUET_HAVE_CUDA
+
+void add_bench_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("bench", "GPU decode/prefill benchmark (needs a CUDA build)");
+  cmd->allow_extras();
+  cmd->callback([] {
+    std::fprintf(stderr, "duet: error: duet was built without CUDA\n");
+    throw CLI::RuntimeError(1);
+  });
+}
+
+#else
+
+namespace {
+
+struct BenchOptions {
+  std::string shapes = "llama2-7b,smollm2-135m";
+  std::string model;
+  std::string batches = "1,16,64";
+  int ctx = 1024;
+  int prefill = 2048;
+  int steps = 50;
+  std::string lp_range, lp_pairs, lp_plan_file;
+  bool baseline_only = false;
+  std::string json_path;
+  uint64_t seed = 1;
+};
+
+struct Row {
+  std::string shape, plan;
+  int depth = 0, batch = 0, ctx = 0;
+  double ms = 0, tok_s = 0, bytes = 0, bw_frac = 0, speedup = 0;
+  double prefill_tokens = 0, prefill_ms = 0, prefill_tok_s = 0, prefill_tflops = 0;
+};
+
+[[noreturn]] void bench_fail(const std::string& message) {
+  std::fprintf(stderr, "duet: error: %s\n", message.c_str());
+  throw CLI::RuntimeError(1);
+}
+
+template <class T>
+T take(Result<T> r) {
+  if (!r.ok()) bench_fail(r.message());
+  return std::move(r).value();
+}
+void take(const Status& s) {
+  if (!s.ok()) bench_fail(s.message());
+}
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+// A model under one plan: random weights of a named shape, or a file with the plan merged.
+struct ModelSource {
+  std::string name;
+  ModelConfig config;
+  std::vector<std::string> default_plans;
+  std::shared_ptr<ModelWeights> weights;  // null for random shapes
+
+  Result<std::unique_ptr<CudaModel>> build(const LpPlan& plan, const CudaModelOptions& options, uint64_t seed) const {
+    if (!weights) return CudaModel::create_random(config, plan, options, seed);
+    DUET_ASSIGN_OR_RETURN(ModelWeights merged, apply_lp_plan(*weights, plan));
+    return CudaModel::create(merged, options);
+  }
+};
+
+void run_bench(const BenchOptions& o) {
+  std::vector<int> batches;
+  for (const std::string& b : split_list(o.batches)) {
+    try {
+      batches.push_back(std::stoi(b));
+    } catch (...) {
+      bench_fail("bad --batch entry '" + b + "' (expected a list like 1,16,64)");
+    }
+    if (batches.back() < 1) bench_fail("--batch entries must be positive");
+  }
+  if (batches.empty()) bench_fail("--batch is empty");
+  const int max_batch = *std::max_element(batches.begin(), batches.end());
+
+  std::vector<ModelSource> sources;
+  if (!o.model.empty()) {
+    ModelSource s;
+    s.name = o.model;
+    s.weights = std::make_shared<ModelWeights>(take(load_weights(o.model)));
+    s.config = s.weights->config;
+    sources.push_back(s);
+  } else {
+    for (const std::string& name : split_list(o.shapes)) {
+      const BenchShape shape = take(find_bench_shape(name));
+      sources.push_back({shape.name, shape.config, shape.lp_plans, nullptr});
+    }
+  }
+  std::vector<std::string> override_plans;
+  if (!o.lp_range.empty()) override_plans = {o.lp_range};
+  if (!o.lp_pairs.empty()) override_plans = {"pairs:" + o.lp_pairs};
+  if (!o.lp_plan_file.empty()) override_plans = {"file:" + o.lp_plan_file};
+
+  const std::string device = cuda_device_name();
+  std::fprintf(stderr, "duet bench on %s: measuring copy bandwidth (2 GiB device-to-device)...\n", device.c_str());
+  const double bw = take(measure_copy_bandwidth(int64_t{1} << 31));
+  std::fprintf(stderr, "copy bandwidth: %.0f GB/s (bytes read + written)\n", bw / 1e9);
+
+  std::vector<Row> rows;
+  for (const ModelSource& src : sources) {
+    std::vector<std::pair<std::string, LpPlan>> plans = {{"none", LpPlan{}}};
+    if (!o.baseline_only) {
+      for (const std::string& spec : override_plans.empty() ? src.default_plans : override_plans) {
+        LpPlan plan;
+        if (spec.rfind("pairs:", 0) == 0) plan = take(parse_lp_pairs(spec.substr(6)));
+        else if (spec.rfind("file:", 0) == 0) plan = take(read_lp_plan_file(spec.substr(5)));
+        else plan = take(parse_lp_plan_text(spec));
+        take(validate_lp_plan(plan, src.config.n_layers));
+        plans.push_back({spec.rfind("file:", 0) == 0 || spec.rfind("pairs:", 0) == 0 ? plan.describe() : spec, plan});
+      }
+    }
+    std::map<int, double> baseline_ms;
+    for (const auto& [plan_name, plan] : plans) {
+      double prefill_ms = 0, prefill_tflops = 0;
+      int depth = 0;
+      if (o.prefill > 0) {
+        CudaModelOptions po;
+        po.max_batch = 1;
+        po.max_context = o.prefill;
+        po.max_prefill = o.prefill;
+        std::fprintf(stderr, "  %s lp=%s: prefill %d tokens...\n", src.name.c_str(), plan_name.c_str(), o.prefill);
+        auto model = take(src.build(plan, po, o.seed));
+        prefill_ms = take(model->time_prefill(o.prefill, 1, 3));
+        prefill_tflops = model->prefill_flops(o.prefill) / (prefill_ms * 1e-3) / 1e12;
+      }
+      CudaModelOptions opt;
+      opt.max_batch = max_batch;
+      opt.max_context = o.ctx + 8;
+      opt.max_prefill = 64;
+      auto model = take(src.build(plan, opt, o.seed));
+      depth = model->depth();
+      for (int B : batches) {
+        for (int b = 0; b < B; ++b) take(model->set_length(b, o.ctx));
+        const double ms = take(model->time_decode(B, 5, o.steps));
+        Row r;
+        r.shape = src.name;
+        r.plan = plan_name;
+        r.depth = depth;
+        r.batch = B;
+        r.ctx = o.ctx;
+        r.ms = ms;
+        r.tok_s = B * 1e3 / ms;
+        r.bytes = model->decode_step_bytes(B, o.ctx);
+        r.bw_frac = r.bytes / (ms * 1e-3) / bw;
+        if (plan.empty()) baseline_ms[B] = ms;
+        r.speedup = baseline_ms.count(B) ? baseline_ms[B] / ms : 0;
+        r.prefill_tokens = o.prefill;
+        r.prefill_ms = prefill_ms;
+        r.prefill_tok_s = prefill_ms > 0 ? o.prefill * 1e3 / prefill_ms : 0;
+        r.prefill_tflops = prefill_tflops;
+        std::fprintf(stderr, "  %-14s lp=%-8s L=%-3d B=%-3d %8.3f ms/step %9.1f tok/s %5.1f%% of copy BW  x%.3f\n",
+                     r.shape.c_str(), r.plan.c_str(), r.depth, B, ms, r.tok_s, 100 * r.bw_frac, r.speedup);
+        rows.push_back(r);
+      }
+    }
+  }
+
+  std::printf("\nduet bench: %s, copy bandwidth %.0f GB/s, context %d, bf16, CUDA graphs\n", device.c_str(), bw / 1e9,
+              o.ctx);
+  std::printf("| shape | LP plan | L | B | ms/step | tok/s | GB/step | %% copy BW | LP speedup | prefill %d tok/s | prefill TFLOP/s |\n",
+              o.prefill);
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const Row& r : rows) {
+    std::printf("| %s | %s | %d | %d | %.3f | %.1f | %.2f | %.1f | %.3f | %.0f | %.0f |\n", r.shape.c_str(),
+                r.plan.c_str(), r.depth, r.batch, r.ms, r.tok_s, r.bytes / 1e9, 100 * r.bw_frac, r.speedup,
+                r.prefill_tok_s, r.prefill_tflops);
+  }
+  if (!o.json_path.empty()) {
+    nlohmann::json j;
+    j["device"] = device;
+    j["copy_bandwidth_bytes_per_s"] = bw;
+    j["context"] = o.ctx;
+    j["prefill_tokens"] = o.prefill;
+    for (const Row& r : rows) {
+      j["results"].push_back({{"shape", r.shape}, {"lp_plan", r.plan}, {"depth", r.depth}, {"batch", r.batch},
+                              {"ms_per_step", r.ms}, {"tokens_per_s", r.tok_s}, {"bytes_per_step", r.bytes},
+                              {"copy_bw_fraction", r.bw_frac}, {"lp_speedup", r.speedup},
+                              {"prefill_ms", r.prefill_ms}, {"prefill_tokens_per_s", r.prefill_tok_s},
+                              {"prefill_tflops", r.prefill_tflops}});
+    }
+    std::ofstream out(o.json_path);
+    out << j.dump(2) << "\n";
+    if (!out) bench_fail("cannot write " + o.json_path);
+    std::fprintf(stderr, "wrote %s\n", o.json_path.c_str());
+  }
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  auto options = std::make_shared<BenchOptions>();
+  auto* cmd = app.add_subcommand("bench", "GPU decode/prefill benchmark: baseline vs LP plans, same run");
+  cmd->add_option("--shape", options->shapes, "named shapes, comma-separated: " + bench_shape_names())
+      ->capture_default_str();
+  cmd->add_option("-m,--model", options->model, "benchmark this model file instead of random-weight shapes");
+  cmd->add_option("--batch", options->batches, "batch sizes to sweep, comma-separated")->capture_default_str();
+  cmd->add_option("--ctx", options->ctx, "context length (cached positions) of each decode step")->capture_default_str();
+  cmd->add_option("--prefill", options->prefill, "prompt length for the prefill measurement (0: skip)")
+      ->capture_default_str();
+  cmd->add_option("--steps", options->steps, "timed decode steps per configuration")->capture_default_str();
+  auto* lp = cmd->add_option("--lp", options->lp_range, "LP range START:END (replaces each shape's default plans)");
+  auto* pairs = cmd->add_option("--lp-pairs", options->lp_pairs, "LP pairs named by their first layer");
+  auto* file = cmd->add_option("--lp-plan", options->lp_plan_file, "file holding an LP range or pair list");
+  lp->excludes(pairs)->excludes(file);
+  pairs->excludes(file);
+  cmd->add_flag("--baseline-only", options->baseline_only, "skip LP plans");
+  cmd->add_option("--json", options->json_path, "write results as JSON");
+  cmd->add_option("--seed", options->seed, "seed of the random weights")->capture_default_str();
+  cmd->callback([options] { run_bench(*options); });
+}
+
+#endif
+
+}  // namespace duet::cli

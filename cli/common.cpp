@@ -1,0 +1,57 @@
+#include "cli/common.h"
+
+#include <omp.h>
+
+#include <cstdio>
+#include <thread>
+
+#ifdef DUET_HAVE_CUDA
+#include "backends/cuda/cuda_decoder.h"
+#endif
+
+namespace duet::cli {
+
+void ModelOptions::add_to(CLI::App& cmd, bool with_ctx) {
+  cmd.add_option("-m,--model", model, "GGUF file or HF safetensors directory")->capture_default_str();
+  auto* lp = cmd.add_option("--lp", lp_range, "LP range START:END: pairs (START,START+1) .. (END-2,END-1)");
+  auto* pairs = cmd.add_option("--lp-pairs", lp_pairs, "LP pairs named by their first layer, e.g. 4,8,20");
+  auto* file = cmd.add_option("--lp-plan", lp_plan_file, "file holding an LP range or pair list");
+  lp->excludes(pairs)->excludes(file);
+  pairs->excludes(file);
+  cmd.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  cmd.add_option("-t,--threads", threads, "CPU threads (default: all cores)");
+  if (with_ctx) cmd.add_option("--ctx", ctx, "context positions to allocate (default depends on the command)");
+}
+
+Result<LpPlan> ModelOptions::plan() const {
+  if (!lp_range.empty()) return parse_lp_range(lp_range);
+  if (!lp_pairs.empty()) return parse_lp_pairs(lp_pairs);
+  if (!lp_plan_file.empty()) return read_lp_plan_file(lp_plan_file);
+  return LpPlan{};
+}
+
+void set_threads(int threads) {
+  if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
+  omp_set_num_threads(threads);  // OpenBLAS runs single-threaded inside (kernels/cpu/matmul.cpp)
+}
+
+Result<LoadedModel> load(const ModelOptions& options) {
+  set_threads(options.threads);
+  DUET_ASSIGN_OR_RETURN(LpPlan plan, options.plan());
+  return load_model(options.model, plan);
+}
+
+Result<std::unique_ptr<Decoder>> make_decoder(const ModelWeights& weights, const std::string& device, int capacity) {
+  if (device == "cpu") return make_cpu_decoder(weights, capacity);
+#ifdef DUET_HAVE_CUDA
+  if (device == "cuda") return make_cuda_decoder(weights, capacity);
+#endif
+  return make_error("device '", device, "' is not available in this build (built without CUDA)");
+}
+
+void fail(const std::string& message) {
+  std::fprintf(stderr, "duet: error: %s\n", message.c_str());
+  throw CLI::RuntimeError(1);
+}
+
+}  // namespace duet::cli

@@ -1,0 +1,50 @@
+// Options and helpers shared by the duet subcommands.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+
+#include "core/result.h"
+#include "model/lp_plan.h"
+#include "runtime/decoder.h"
+#include "runtime/loaded_model.h"
+
+namespace duet::cli {
+
+inline constexpr const char* kDefaultModel = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+// -m/--model, --lp/--lp-pairs/--lp-plan, --device, -t/--threads, --ctx.
+struct ModelOptions {
+  std::string model = kDefaultModel;
+  std::string lp_range, lp_pairs, lp_plan_file;
+  std::string device = "cpu";
+  int threads = 0;  // 0: all cores
+  int ctx = 0;      // 0: command's default, capped by the model's context
+
+  void add_to(CLI::App& cmd, bool with_ctx = true);
+  Result<LpPlan> plan() const;
+};
+
+// Applies --threads to OpenMP (the CPU kernels' only thread pool).
+void set_threads(int threads);
+
+Result<LoadedModel> load(const ModelOptions& options);
+
+// A decoder on --device with `capacity` positions.
+Result<std::unique_ptr<Decoder>> make_decoder(const ModelWeights& weights, const std::string& device, int capacity);
+
+// Prints "duet: error: <message>" and ends the command with exit code 1.
+[[noreturn]] void fail(const std::string& message);
+
+// Unwraps a Result or fails the command with its message.
+template <class T>
+T value_or_fail(Result<T> result) {
+  if (!result.ok()) fail(result.message());
+  return std::move(result).value();
+}
+inline void check_or_fail(const Status& status) {
+  if (!status.ok()) fail(status.message());
+}
+
+}  // namespace duet::cli

@@ -1,0 +1,47 @@
+// CpuModel: the float32 reference forward pass of a Llama-family decoder
+// (layers of any width, so LP wide layers run unchanged):
+//   h   = x + Attn(norm1(x))
+//   out = h + MLP(norm2(h))
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/result.h"
+#include "model/weights.h"
+#include "runtime/kv_cache.h"
+
+namespace duet {
+
+enum class LogitsMode { Last, All };
+
+class CpuModel {
+ public:
+  // `weights` must outlive the model. Positions up to `max_positions` can be run.
+  CpuModel(const ModelWeights& weights, int max_positions);
+
+  const ModelWeights& weights() const { return weights_; }
+  const ModelConfig& config() const { return weights_.config; }
+  int max_positions() const { return max_positions_; }
+  KvCache new_cache(int capacity) const { return KvCache::for_model(weights_, capacity); }
+
+  // Runs tokens[0..T) at positions cache.length.. and appends their K/V.
+  // logits: [T, V] for LogitsMode::All, [1, V] (last token) for Last.
+  Status forward(const int32_t* tokens, int T, KvCache& cache, LogitsMode mode, std::vector<float>& logits) const;
+
+  // Building blocks, public so tests can compose the unmerged LP definition.
+  // x [T, D] is the layer input; out [T, D] receives the sub-block's output (not added to x).
+  void attention_block(const LayerWeights& layer, LayerCache& cache, int pos0, const float* x, int T,
+                       float* out) const;
+  void ffn_block(const LayerWeights& layer, const float* x, int T, float* out) const;
+  void embed(const int32_t* tokens, int T, float* x) const;
+  // Final norm and output projection of rows x [T, D] into logits [T, V].
+  void output_logits(const float* x, int T, float* logits) const;
+
+ private:
+  const ModelWeights& weights_;
+  int max_positions_;
+  std::vector<float> rope_cos_, rope_sin_;  // [max_positions, Dh/2]
+};
+
+}  // namespace duet

@@ -1,0 +1,41 @@
+// CudaDecoder: Decoder (runtime/decoder.h) over a CudaModel holding one sequence.
+#include "backends/cuda/cuda_decoder.h"
+
+#include <algorithm>
+
+#include "backends/cuda/cuda_model.h"
+
+namespace duet {
+namespace {
+
+class CudaDecoder final : public Decoder {
+ public:
+  CudaDecoder(std::unique_ptr<CudaModel> model, int capacity) : model_(std::move(model)), capacity_(capacity) {}
+
+  Status forward(const int32_t* tokens, int T, LogitsMode mode, std::vector<float>& logits) override {
+    if (T == 1) return model_->decode(tokens, 1, logits);
+    return model_->prefill(0, tokens, T, mode, logits);
+  }
+  void reset() override { model_->reset(0); }
+  int position() const override { return model_->length(0); }
+  int capacity() const override { return capacity_; }
+  int vocab_size() const override { return model_->config().vocab_size; }
+  std::string device_name() const override { return "cuda (" + cuda_device_name() + ", bf16)"; }
+
+ private:
+  std::unique_ptr<CudaModel> model_;
+  int capacity_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Decoder>> make_cuda_decoder(const ModelWeights& weights, int capacity) {
+  CudaModelOptions options;
+  options.max_batch = 1;
+  options.max_context = capacity;
+  options.max_prefill = std::min(capacity, 1024);
+  DUET_ASSIGN_OR_RETURN(std::unique_ptr<CudaModel> model, CudaModel::create(weights, options));
+  return std::unique_ptr<Decoder>(new CudaDecoder(std::move(model), capacity));
+}
+
+}  // namespace duet

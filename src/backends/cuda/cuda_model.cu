@@ -1,0 +1,659 @@
+// CudaModel (cuda_model.h): weights upload, buffers, the forward pass and CUDA graphs.
+//
+// Per layer, a decode step of B <= 8 sequences is 7 kernels:
+//   gemv(qkv, RMSNorm fused)  -> rope_qkv_write (bias, q/k norm, RoPE, KV write)
+//   -> attention_decode_split_kv (chunks + merge) -> gemv(out, residual add fused)
+//   -> gemv(gate|up, RMSNorm + SiLU-mul fused) -> gemv(down, residual add fused)
+// Larger batches and prefill use cuBLAS for the linear maps (with RMSNorm and
+// SiLU-mul as separate kernels) and flash attention for prefill.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <string>
+
+#include "backends/cuda/cuda_model.h"
+#include "core/half.h"
+#include "kernels/ops.h"
+#include "kernels/cuda/ops.cuh"
+#include "model/lp_merge.h"
+
+namespace duet {
+
+using cuda::bf16;
+
+namespace {
+
+struct DeviceLayer {
+  int H = 0, Hkv = 0, F = 0;
+  bf16* wqkv = nullptr;     // [(H+2Hkv)*Dh, D], attn_norm gain folded in
+  float* bias = nullptr;    // [(H+2Hkv)*Dh] or null (qwen2)
+  float* q_norm = nullptr;  // [H, Dh] or null (qwen3)
+  float* k_norm = nullptr;  // [Hkv, Dh] or null
+  bf16* wo = nullptr;       // [D, H*Dh]
+  bf16* wgu = nullptr;      // [2F, D]: row 2i = gate_i, row 2i+1 = up_i; ffn_norm gain folded in
+  bf16* wdown = nullptr;    // [D, F]
+  bf16* k_cache = nullptr;  // [max_batch, Hkv, S, Dh]
+  bf16* v_cache = nullptr;  // [max_batch, Hkv, S, Dh]
+};
+
+struct LayerShape {
+  int H, Hkv, F;
+};
+
+std::vector<LayerShape> layer_shapes(const ModelConfig& c, const LpPlan& plan) {
+  std::vector<LayerShape> shapes;
+  size_t next_pair = 0;
+  for (int l = 0; l < c.n_layers; ++l) {
+    if (next_pair < plan.pair_starts.size() && plan.pair_starts[next_pair] == l) {
+      shapes.push_back({2 * c.n_heads, 2 * c.n_kv_heads, 2 * c.ffn_dim});
+      ++l;
+      ++next_pair;
+    } else {
+      shapes.push_back({c.n_heads, c.n_kv_heads, c.ffn_dim});
+    }
+  }
+  return shapes;
+}
+
+}  // namespace
+
+struct CudaModel::Impl {
+  ModelConfig config;
+  CudaModelOptions opt;
+  std::vector<DeviceLayer> layers;
+  bf16* embd = nullptr;        // [V, D]
+  bf16* out_w = nullptr;       // [V, D]; == embd when tied
+  float* out_norm = nullptr;   // [D]
+  float* rope_cos = nullptr;   // [S, Dh/2]
+  float* rope_sin = nullptr;   // [S, Dh/2]
+  int rows_cap = 0;            // max(max_batch, max_prefill)
+  int logit_rows_cap = 0;
+  float* x = nullptr;          // [rows, D] residual stream
+  bf16* xn = nullptr;          // [rows, D]
+  float* qkv = nullptr;        // [rows, (Hmax+2Hkvmax)*Dh]
+  bf16* q = nullptr;           // [rows, Hmax*Dh]
+  bf16* attn = nullptr;        // [rows, Hmax*Dh]
+  bf16* gu = nullptr;          // [rows, 2Fmax]
+  bf16* h = nullptr;           // [rows, Fmax]
+  float* logits = nullptr;     // [logit_rows_cap, V]
+  int32_t* d_tok = nullptr;    // [rows]
+  int32_t* d_pos = nullptr;    // [rows]
+  int32_t* d_slot = nullptr;   // [rows]
+  float* part_acc = nullptr;   // decode attention partials
+  float* part_ml = nullptr;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  void* workspace = nullptr;
+  std::vector<int> lengths;
+  std::map<int, cudaGraphExec_t> graphs;
+  std::vector<void*> allocations;
+  int Hmax = 0, Hkvmax = 0, Fmax = 0;
+  int64_t weight_bytes = 0;
+
+  ~Impl() {
+    for (auto& [b, exec] : graphs) cudaGraphExecDestroy(exec);
+    if (cublas) cublasDestroy(cublas);
+    for (void* p : allocations) cudaFree(p);
+    if (stream) cudaStreamDestroy(stream);
+  }
+
+  template <class T>
+  Status alloc(T** p, int64_t n) {
+    void* raw = nullptr;
+    const size_t bytes = static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(T);
+    const cudaError_t err = cudaMalloc(&raw, bytes);
+    if (err != cudaSuccess) {
+      return make_error("out of GPU memory allocating ", bytes / (1 << 20), " MiB (", cudaGetErrorString(err),
+                        "); lower --batch or --ctx");
+    }
+    allocations.push_back(raw);
+    *p = static_cast<T*>(raw);
+    return ok_status();
+  }
+
+  Status upload(const std::vector<uint16_t>& host, bf16** p) {
+    DUET_TRY(alloc(p, static_cast<int64_t>(host.size())));
+    DUET_CUDA_TRY(cudaMemcpy(*p, host.data(), host.size() * 2, cudaMemcpyHostToDevice));
+    return ok_status();
+  }
+  Status upload(const std::vector<float>& host, float** p) {
+    DUET_TRY(alloc(p, static_cast<int64_t>(host.size())));
+    DUET_CUDA_TRY(cudaMemcpy(*p, host.data(), host.size() * 4, cudaMemcpyHostToDevice));
+    return ok_status();
+  }
+
+  int kv_chunk(int B) const {
+    // Enough (chunk, KV head, sequence) blocks to fill the chip twice over.
+    const int units = std::max(1, B * config.n_kv_heads);
+    const int wanted = std::max(1, (264 + units - 1) / units);
+    int chunk = (opt.max_context + wanted - 1) / wanted;
+    chunk = std::max(64, (chunk + 63) / 64 * 64);
+    return chunk;
+  }
+
+  // Everything not tied to the weights: stream, cuBLAS, RoPE table, activations, KV cache, scratch.
+  Status init_runtime(const std::vector<LayerShape>& shapes) {
+    const ModelConfig& c = config;
+    if (c.head_dim != 64 && c.head_dim != 128) {
+      return make_error("CUDA backend: head_dim ", c.head_dim, " unsupported (expected 64 or 128)");
+    }
+    if (c.dim % 8 != 0) return make_error("CUDA backend: dim ", c.dim, " must be a multiple of 8");
+    if (opt.max_batch < 1 || opt.max_context < 1 || opt.max_prefill < 1) {
+      return make_error("CUDA backend: max_batch, max_context and max_prefill must be positive");
+    }
+    for (const LayerShape& s : shapes) {
+      Hmax = std::max(Hmax, s.H);
+      Hkvmax = std::max(Hkvmax, s.Hkv);
+      Fmax = std::max(Fmax, s.F);
+      if (s.F % 8 != 0) return make_error("CUDA backend: ffn_dim ", s.F, " must be a multiple of 8");
+    }
+    DUET_CUDA_TRY(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    DUET_CUDA_TRY(cublasCreate(&cublas));
+    const size_t ws_bytes = 32u << 20;
+    DUET_TRY(alloc(reinterpret_cast<char**>(&workspace), static_cast<int64_t>(ws_bytes)));
+    DUET_CUDA_TRY(cublasSetWorkspace(cublas, workspace, ws_bytes));
+    DUET_CUDA_TRY(cublasSetStream(cublas, stream));
+
+    const int S = opt.max_context, Dh = c.head_dim;
+    std::vector<float> cos(static_cast<size_t>(S) * Dh / 2), sin(cos.size());
+    cpu::rope_table_fill(c, S, cos.data(), sin.data());
+    DUET_TRY(upload(cos, &rope_cos));
+    DUET_TRY(upload(sin, &rope_sin));
+
+    rows_cap = std::max(opt.max_batch, opt.max_prefill);
+    logit_rows_cap = std::max(opt.max_batch, 8);
+    const int64_t R = rows_cap;
+    DUET_TRY(alloc(&x, R * c.dim));
+    DUET_TRY(alloc(&xn, R * std::max(c.dim, Fmax)));
+    DUET_TRY(alloc(&qkv, R * (Hmax + 2 * Hkvmax) * Dh));
+    DUET_TRY(alloc(&q, R * Hmax * Dh));
+    DUET_TRY(alloc(&attn, R * Hmax * Dh));
+    DUET_TRY(alloc(&gu, R * 2 * Fmax));
+    DUET_TRY(alloc(&h, R * Fmax));
+    DUET_TRY(alloc(&logits, static_cast<int64_t>(logit_rows_cap) * c.vocab_size));
+    DUET_TRY(alloc(&d_tok, R));
+    DUET_TRY(alloc(&d_pos, R));
+    DUET_TRY(alloc(&d_slot, R));
+    int64_t part_rows = 0;
+    for (int B = 1; B <= opt.max_batch; ++B) {
+      part_rows = std::max<int64_t>(part_rows, static_cast<int64_t>(B) * ((S + kv_chunk(B) - 1) / kv_chunk(B)));
+    }
+    DUET_TRY(alloc(&part_acc, part_rows * Hmax * Dh));
+    DUET_TRY(alloc(&part_ml, part_rows * Hmax * 2));
+
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const int64_t n = static_cast<int64_t>(opt.max_batch) * layers[l].Hkv * S * Dh;
+      DUET_TRY(alloc(&layers[l].k_cache, n));
+      DUET_TRY(alloc(&layers[l].v_cache, n));
+      // Random contents, so a bench that declares a warm cache (set_length) reads real numbers.
+      DUET_TRY(cuda::fill_uniform(layers[l].k_cache, n, 1000 + 2 * l, 1.0f, 0.0f, stream));
+      DUET_TRY(cuda::fill_uniform(layers[l].v_cache, n, 1001 + 2 * l, 1.0f, 0.0f, stream));
+    }
+    lengths.assign(opt.max_batch, 0);
+    DUET_CUDA_TRY(cudaStreamSynchronize(stream));
+    return ok_status();
+  }
+
+  // One linear map: picks gemv (T <= 8 rows, fused prologue/epilogue) or cuBLAS plus separate kernels.
+  Status linear(const void* in, cuda::GemvInput in_kind, const float* norm_w, const bf16* w, int N, int K, int T,
+                void* out, cuda::GemvOutput out_kind) {
+    if (cuda::gemv_supported(T, K)) {
+      cuda::GemvArgs a;
+      a.w = w;
+      a.N = N;
+      a.K = K;
+      a.T = T;
+      a.in = in;
+      a.in_kind = in_kind;
+      a.norm_w = norm_w;
+      a.eps = config.rms_eps;
+      a.out = out;
+      a.out_kind = out_kind;
+      return cuda::gemv(a, stream);
+    }
+    const bf16* x_bf16 = static_cast<const bf16*>(in);
+    if (in_kind == cuda::GemvInput::F32RmsNorm) {
+      DUET_TRY(cuda::rms_norm(static_cast<const float*>(in), norm_w, xn, T, K, config.rms_eps, stream));
+      x_bf16 = xn;
+    }
+    switch (out_kind) {
+      case cuda::GemvOutput::StoreF32: return cuda::gemm(cublas, x_bf16, w, out, true, T, N, K, 0.0f, stream);
+      case cuda::GemvOutput::AddF32: return cuda::gemm(cublas, x_bf16, w, out, true, T, N, K, 1.0f, stream);
+      case cuda::GemvOutput::SiluMulBf16:
+        DUET_TRY(cuda::gemm(cublas, x_bf16, w, gu, false, T, N, K, 0.0f, stream));
+        return cuda::silu_mul_interleaved(gu, static_cast<bf16*>(out), T, N / 2, stream);
+    }
+    return make_error("linear: unknown output kind");
+  }
+
+  // The layers over T rows whose tokens, positions and slots are in d_tok/d_pos/d_slot.
+  // Decode: row t is sequence d_slot[t]. Prefill: all rows belong to `seq`, positions pos0.. .
+  Status enqueue_layers(int T, bool decode_phase, int seq, int pos0) {
+    const ModelConfig& c = config;
+    const int D = c.dim, Dh = c.head_dim, S = opt.max_context;
+    using cuda::GemvInput;
+    using cuda::GemvOutput;
+    DUET_TRY(cuda::embed(d_tok, embd, x, T, D, stream));
+    for (const DeviceLayer& L : layers) {
+      const int nqkv = (L.H + 2 * L.Hkv) * Dh;
+      DUET_TRY(linear(x, GemvInput::F32RmsNorm, nullptr, L.wqkv, nqkv, D, T, qkv, GemvOutput::StoreF32));
+      cuda::RopeQkvArgs r;
+      r.qkv = qkv;
+      r.bias = L.bias;
+      r.q_norm = L.q_norm;
+      r.k_norm = L.k_norm;
+      r.eps = c.rms_eps;
+      r.cos = rope_cos;
+      r.sin = rope_sin;
+      r.interleaved = c.rope_style == RopeStyle::Interleaved;
+      r.pos = d_pos;
+      r.slot = d_slot;
+      r.q = q;
+      r.k_cache = L.k_cache;
+      r.v_cache = L.v_cache;
+      r.T = T;
+      r.H = L.H;
+      r.Hkv = L.Hkv;
+      r.Dh = Dh;
+      r.S = S;
+      DUET_TRY(cuda::rope_qkv_write(r, stream));
+      if (decode_phase) {
+        cuda::AttentionDecodeArgs a;
+        a.q = q;
+        a.k_cache = L.k_cache;
+        a.v_cache = L.v_cache;
+        a.pos = d_pos;
+        a.slot = d_slot;
+        a.out = attn;
+        a.part_acc = part_acc;
+        a.part_ml = part_ml;
+        a.Nq = T;
+        a.H = L.H;
+        a.Hkv = L.Hkv;
+        a.Dh = Dh;
+        a.S = S;
+        a.chunk = kv_chunk(T);
+        DUET_TRY(cuda::attention_decode_split_kv(a, stream));
+      } else {
+        const int64_t off = static_cast<int64_t>(seq) * L.Hkv * S * Dh;
+        DUET_TRY(cuda::attention_prefill(q, L.k_cache + off, L.v_cache + off, attn, T, pos0, L.H, L.Hkv, Dh, S,
+                                         stream));
+      }
+      DUET_TRY(linear(attn, GemvInput::Bf16, nullptr, L.wo, D, L.H * Dh, T, x, GemvOutput::AddF32));
+      DUET_TRY(linear(x, GemvInput::F32RmsNorm, nullptr, L.wgu, 2 * L.F, D, T, h, GemvOutput::SiluMulBf16));
+      DUET_TRY(linear(h, GemvInput::Bf16, nullptr, L.wdown, D, L.F, T, x, GemvOutput::AddF32));
+    }
+    return ok_status();
+  }
+
+  // logits[0..rows) = output(norm(x[row0..row0+rows))).
+  Status enqueue_logits(int row0, int rows) {
+    return linear(x + static_cast<int64_t>(row0) * config.dim, cuda::GemvInput::F32RmsNorm, out_norm, out_w,
+                  config.vocab_size, config.dim, rows, logits, cuda::GemvOutput::StoreF32);
+  }
+
+  Status enqueue_decode(int B) {
+    DUET_TRY(enqueue_layers(B, true, 0, 0));
+    return enqueue_logits(0, B);
+  }
+
+  // Runs the decode step for B rows already staged in d_tok/d_pos/d_slot.
+  Status launch_decode(int B) {
+    if (!opt.use_graphs) return enqueue_decode(B);
+    auto it = graphs.find(B);
+    if (it == graphs.end()) {
+      cudaGraph_t graph = nullptr;
+      DUET_CUDA_TRY(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed));
+      const Status captured = enqueue_decode(B);
+      const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+      if (!captured.ok()) {
+        if (graph) cudaGraphDestroy(graph);
+        return captured;
+      }
+      DUET_CUDA_TRY(end);
+      cudaGraphExec_t exec = nullptr;
+      const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+      cudaGraphDestroy(graph);
+      DUET_CUDA_TRY(inst);
+      it = graphs.emplace(B, exec).first;
+    }
+    DUET_CUDA_TRY(cudaGraphLaunch(it->second, stream));
+    return ok_status();
+  }
+
+  Status stage_rows(const std::vector<int32_t>& tok, const std::vector<int32_t>& pos,
+                    const std::vector<int32_t>& slot) {
+    const size_t n = tok.size() * sizeof(int32_t);
+    DUET_CUDA_TRY(cudaMemcpyAsync(d_tok, tok.data(), n, cudaMemcpyHostToDevice, stream));
+    DUET_CUDA_TRY(cudaMemcpyAsync(d_pos, pos.data(), n, cudaMemcpyHostToDevice, stream));
+    DUET_CUDA_TRY(cudaMemcpyAsync(d_slot, slot.data(), n, cudaMemcpyHostToDevice, stream));
+    return ok_status();
+  }
+};
+
+CudaModel::CudaModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CudaModel::~CudaModel() = default;
+
+namespace {
+
+std::vector<uint16_t> to_bf16(const float* src, int64_t n) {
+  std::vector<uint16_t> out(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16(src[i]);
+  return out;
+}
+
+// Rows of `m` with column j scaled by gain[j] (RMSNorm gain folding), appended as bf16 to `out`.
+void append_folded(const Matrix& m, const std::vector<float>& gain, std::vector<uint16_t>& out) {
+  for (int64_t r = 0; r < m.rows; ++r) {
+    const float* row = m.row(r);
+    for (int64_t j = 0; j < m.cols; ++j) out.push_back(f32_to_bf16(row[j] * (gain.empty() ? 1.0f : gain[j])));
+  }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<CudaModel>> CudaModel::create(const ModelWeights& w, const CudaModelOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->config = w.config;
+  impl->opt = options;
+  const ModelConfig& c = w.config;
+  const int D = c.dim, Dh = c.head_dim;
+  std::vector<LayerShape> shapes;
+  for (const LayerWeights& lw : w.layers) shapes.push_back({lw.n_heads, lw.n_kv_heads, lw.ffn_dim});
+  impl->layers.resize(w.layers.size());
+  int64_t bytes = 0;
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    const LayerWeights& lw = w.layers[l];
+    DeviceLayer& L = impl->layers[l];
+    L.H = lw.n_heads;
+    L.Hkv = lw.n_kv_heads;
+    L.F = lw.ffn_dim;
+    std::vector<uint16_t> qkv;
+    qkv.reserve(static_cast<size_t>(L.H + 2 * L.Hkv) * Dh * D);
+    append_folded(lw.attn_q, lw.attn_norm, qkv);
+    append_folded(lw.attn_k, lw.attn_norm, qkv);
+    append_folded(lw.attn_v, lw.attn_norm, qkv);
+    DUET_TRY(impl->upload(qkv, &L.wqkv));
+    if (!lw.attn_q_bias.empty() || !lw.attn_k_bias.empty() || !lw.attn_v_bias.empty()) {
+      std::vector<float> bias;
+      auto add = [&](const std::vector<float>& b, int n) {
+        if (b.empty()) bias.insert(bias.end(), n, 0.0f); else bias.insert(bias.end(), b.begin(), b.end());
+      };
+      add(lw.attn_q_bias, L.H * Dh);
+      add(lw.attn_k_bias, L.Hkv * Dh);
+      add(lw.attn_v_bias, L.Hkv * Dh);
+      DUET_TRY(impl->upload(bias, &L.bias));
+    }
+    if (!lw.attn_q_norm.empty()) {
+      DUET_TRY(impl->upload(lw.attn_q_norm.data, &L.q_norm));
+      DUET_TRY(impl->upload(lw.attn_k_norm.data, &L.k_norm));
+    }
+    DUET_TRY(impl->upload(to_bf16(lw.attn_out.data.data(), static_cast<int64_t>(lw.attn_out.data.size())), &L.wo));
+    std::vector<uint16_t> gu;
+    gu.reserve(static_cast<size_t>(2) * L.F * D);
+    for (int i = 0; i < L.F; ++i) {
+      for (const Matrix* m : {&lw.ffn_gate, &lw.ffn_up}) {
+        const float* row = m->row(i);
+        for (int j = 0; j < D; ++j) gu.push_back(f32_to_bf16(row[j] * (lw.ffn_norm.empty() ? 1.0f : lw.ffn_norm[j])));
+      }
+    }
+    DUET_TRY(impl->upload(gu, &L.wgu));
+    DUET_TRY(impl->upload(to_bf16(lw.ffn_down.data.data(), static_cast<int64_t>(lw.ffn_down.data.size())), &L.wdown));
+    bytes += 2 * (static_cast<int64_t>(qkv.size()) + static_cast<int64_t>(gu.size()) +
+                  static_cast<int64_t>(lw.attn_out.data.size() + lw.ffn_down.data.size()));
+  }
+  DUET_TRY(impl->upload(to_bf16(w.token_embd.data.data(), static_cast<int64_t>(w.token_embd.data.size())), &impl->embd));
+  if (w.output.empty()) {
+    impl->out_w = impl->embd;
+  } else {
+    DUET_TRY(impl->upload(to_bf16(w.output.data.data(), static_cast<int64_t>(w.output.data.size())), &impl->out_w));
+  }
+  bytes += 2 * static_cast<int64_t>(c.vocab_size) * D;
+  std::vector<float> out_norm = w.output_norm;
+  if (out_norm.empty()) out_norm.assign(D, 1.0f);
+  DUET_TRY(impl->upload(out_norm, &impl->out_norm));
+  impl->weight_bytes = bytes;
+  DUET_TRY(impl->init_runtime(shapes));
+  return std::unique_ptr<CudaModel>(new CudaModel(std::move(impl)));
+}
+
+Result<std::unique_ptr<CudaModel>> CudaModel::create_random(const ModelConfig& config, const LpPlan& plan,
+                                                            const CudaModelOptions& options, uint64_t seed) {
+  DUET_TRY(validate_lp_plan(plan, config.n_layers));
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  impl->opt = options;
+  const ModelConfig& c = config;
+  const int D = c.dim, Dh = c.head_dim;
+  const std::vector<LayerShape> shapes = layer_shapes(c, plan);
+  impl->layers.resize(shapes.size());
+  cudaStream_t s = nullptr;  // legacy stream; init_runtime synchronises afterwards
+  uint64_t tag = seed * 1000003ull;
+  int64_t bytes = 0;
+  auto fill = [&](bf16** p, int64_t n, float scale) -> Status {
+    DUET_TRY(impl->alloc(p, n));
+    bytes += 2 * n;
+    return cuda::fill_uniform(*p, n, ++tag, scale, 0.0f, s);
+  };
+  auto fill_f32 = [&](float** p, int64_t n, float scale, float offset) -> Status {
+    DUET_TRY(impl->alloc(p, n));
+    return cuda::fill_uniform_f32(*p, n, ++tag, scale, offset, s);
+  };
+  for (size_t l = 0; l < shapes.size(); ++l) {
+    DeviceLayer& L = impl->layers[l];
+    L.H = shapes[l].H;
+    L.Hkv = shapes[l].Hkv;
+    L.F = shapes[l].F;
+    const int64_t nqkv = static_cast<int64_t>(L.H + 2 * L.Hkv) * Dh;
+    DUET_TRY(fill(&L.wqkv, nqkv * D, 1.0f / std::sqrt(static_cast<float>(D))));
+    if (c.qkv_bias) DUET_TRY(fill_f32(&L.bias, nqkv, 0.02f, 0.0f));
+    if (c.qk_norm) {
+      DUET_TRY(fill_f32(&L.q_norm, static_cast<int64_t>(L.H) * Dh, 0.1f, 1.0f));
+      DUET_TRY(fill_f32(&L.k_norm, static_cast<int64_t>(L.Hkv) * Dh, 0.1f, 1.0f));
+    }
+    DUET_TRY(fill(&L.wo, static_cast<int64_t>(D) * L.H * Dh, 1.0f / std::sqrt(static_cast<float>(L.H * Dh))));
+    DUET_TRY(fill(&L.wgu, static_cast<int64_t>(2) * L.F * D, 1.0f / std::sqrt(static_cast<float>(D))));
+    DUET_TRY(fill(&L.wdown, static_cast<int64_t>(D) * L.F, 1.0f / std::sqrt(static_cast<float>(L.F))));
+  }
+  DUET_TRY(fill(&impl->embd, static_cast<int64_t>(c.vocab_size) * D, 1.0f));
+  if (c.tied_embeddings) {
+    impl->out_w = impl->embd;
+  } else {
+    DUET_TRY(fill(&impl->out_w, static_cast<int64_t>(c.vocab_size) * D, 1.0f / std::sqrt(static_cast<float>(D))));
+  }
+  DUET_TRY(fill_f32(&impl->out_norm, D, 0.0f, 1.0f));
+  // A decode step reads the output matrix once and gathers only B rows of the embedding table.
+  impl->weight_bytes = bytes - (c.tied_embeddings ? 0 : 2 * static_cast<int64_t>(c.vocab_size) * D);
+  DUET_CUDA_TRY(cudaDeviceSynchronize());
+  DUET_TRY(impl->init_runtime(shapes));
+  return std::unique_ptr<CudaModel>(new CudaModel(std::move(impl)));
+}
+
+const ModelConfig& CudaModel::config() const { return impl_->config; }
+int CudaModel::depth() const { return static_cast<int>(impl_->layers.size()); }
+int CudaModel::max_batch() const { return impl_->opt.max_batch; }
+int CudaModel::max_context() const { return impl_->opt.max_context; }
+int CudaModel::length(int seq) const { return impl_->lengths.at(seq); }
+void CudaModel::reset(int seq) { impl_->lengths.at(seq) = 0; }
+void CudaModel::reset_all() { std::fill(impl_->lengths.begin(), impl_->lengths.end(), 0); }
+int64_t CudaModel::weight_bytes() const { return impl_->weight_bytes; }
+
+Status CudaModel::set_length(int seq, int length) {
+  if (seq < 0 || seq >= max_batch()) return make_error("sequence ", seq, " out of range [0, ", max_batch(), ")");
+  if (length < 0 || length >= max_context()) {
+    return make_error("length ", length, " out of range [0, ", max_context(), ")");
+  }
+  impl_->lengths[seq] = length;
+  return ok_status();
+}
+
+Status CudaModel::prefill(int seq, const int32_t* tokens, int T, LogitsMode mode, std::vector<float>& logits) {
+  Impl& m = *impl_;
+  const int V = m.config.vocab_size;
+  if (seq < 0 || seq >= max_batch()) return make_error("sequence ", seq, " out of range [0, ", max_batch(), ")");
+  if (T <= 0) return make_error("prefill: no tokens to run");
+  if (m.lengths[seq] + T > max_context()) {
+    return make_error(m.lengths[seq] + T, " tokens do not fit the context of ", max_context(), " positions (",
+                      m.lengths[seq], " already used); raise --ctx or shorten the prompt");
+  }
+  for (int t = 0; t < T; ++t) {
+    if (tokens[t] < 0 || tokens[t] >= V) return make_error("token id ", tokens[t], " is outside the vocabulary [0, ", V, ")");
+  }
+  logits.assign(static_cast<size_t>(mode == LogitsMode::All ? T : 1) * V, 0.0f);
+  for (int start = 0; start < T; start += m.opt.max_prefill) {
+    const int n = std::min(m.opt.max_prefill, T - start);
+    const int pos0 = m.lengths[seq];
+    std::vector<int32_t> tok(tokens + start, tokens + start + n), pos(n), slot(n, seq);
+    for (int t = 0; t < n; ++t) pos[t] = pos0 + t;
+    DUET_TRY(m.stage_rows(tok, pos, slot));
+    DUET_TRY(m.enqueue_layers(n, false, seq, pos0));
+    m.lengths[seq] += n;
+    const bool last_chunk = start + n == T;
+    if (mode == LogitsMode::All || last_chunk) {
+      const int first = mode == LogitsMode::All ? 0 : n - 1;
+      for (int r = first; r < n; r += m.logit_rows_cap) {
+        const int rows = std::min(m.logit_rows_cap, n - r);
+        DUET_TRY(m.enqueue_logits(r, rows));
+        float* dst = logits.data() + static_cast<size_t>(mode == LogitsMode::All ? start + r : 0) * V;
+        DUET_CUDA_TRY(cudaMemcpyAsync(dst, m.logits, static_cast<size_t>(rows) * V * 4, cudaMemcpyDeviceToHost,
+                                      m.stream));
+      }
+    }
+  }
+  DUET_CUDA_TRY(cudaStreamSynchronize(m.stream));
+  return ok_status();
+}
+
+Status CudaModel::decode(const int32_t* tokens, int B, std::vector<float>& logits) {
+  Impl& m = *impl_;
+  const int V = m.config.vocab_size;
+  if (B < 1 || B > max_batch()) return make_error("decode: batch ", B, " out of range [1, ", max_batch(), "]");
+  std::vector<int32_t> tok(tokens, tokens + B), pos(B), slot(B);
+  for (int b = 0; b < B; ++b) {
+    if (tokens[b] < 0 || tokens[b] >= V) return make_error("token id ", tokens[b], " is outside the vocabulary [0, ", V, ")");
+    if (m.lengths[b] + 1 > max_context()) {
+      return make_error("sequence ", b, " is full (", max_context(), " positions); raise --ctx");
+    }
+    pos[b] = m.lengths[b];
+    slot[b] = b;
+  }
+  DUET_TRY(m.stage_rows(tok, pos, slot));
+  DUET_TRY(m.launch_decode(B));
+  logits.resize(static_cast<size_t>(B) * V);
+  DUET_CUDA_TRY(cudaMemcpyAsync(logits.data(), m.logits, logits.size() * 4, cudaMemcpyDeviceToHost, m.stream));
+  DUET_CUDA_TRY(cudaStreamSynchronize(m.stream));
+  for (int b = 0; b < B; ++b) ++m.lengths[b];
+  return ok_status();
+}
+
+Result<double> CudaModel::time_decode(int B, int warmup, int steps) {
+  Impl& m = *impl_;
+  if (B < 1 || B > max_batch()) return make_error("time_decode: batch ", B, " out of range [1, ", max_batch(), "]");
+  std::vector<int32_t> tok(B), pos(B), slot(B);
+  for (int b = 0; b < B; ++b) {
+    tok[b] = static_cast<int32_t>((7919ll * (b + 1)) % m.config.vocab_size);
+    pos[b] = m.lengths[b];
+    slot[b] = b;
+  }
+  DUET_TRY(m.stage_rows(tok, pos, slot));
+  for (int i = 0; i < warmup; ++i) DUET_TRY(m.launch_decode(B));
+  cudaEvent_t start, stop;
+  DUET_CUDA_TRY(cudaEventCreate(&start));
+  DUET_CUDA_TRY(cudaEventCreate(&stop));
+  DUET_CUDA_TRY(cudaEventRecord(start, m.stream));
+  for (int i = 0; i < steps; ++i) DUET_TRY(m.launch_decode(B));
+  DUET_CUDA_TRY(cudaEventRecord(stop, m.stream));
+  DUET_CUDA_TRY(cudaEventSynchronize(stop));
+  float ms = 0;
+  DUET_CUDA_TRY(cudaEventElapsedTime(&ms, start, stop));
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return static_cast<double>(ms) / steps;
+}
+
+Result<double> CudaModel::time_prefill(int T, int warmup, int reps) {
+  Impl& m = *impl_;
+  if (T < 1 || T > m.opt.max_prefill || T > max_context()) {
+    return make_error("time_prefill: ", T, " tokens exceed the prefill buffer (", m.opt.max_prefill, ")");
+  }
+  std::vector<int32_t> tok(T), pos(T), slot(T, 0);
+  for (int t = 0; t < T; ++t) {
+    tok[t] = static_cast<int32_t>((104729ll * (t + 1)) % m.config.vocab_size);
+    pos[t] = t;
+  }
+  DUET_TRY(m.stage_rows(tok, pos, slot));
+  auto run = [&]() -> Status {
+    DUET_TRY(m.enqueue_layers(T, false, 0, 0));
+    return m.enqueue_logits(T - 1, 1);
+  };
+  for (int i = 0; i < warmup; ++i) DUET_TRY(run());
+  cudaEvent_t start, stop;
+  DUET_CUDA_TRY(cudaEventCreate(&start));
+  DUET_CUDA_TRY(cudaEventCreate(&stop));
+  DUET_CUDA_TRY(cudaEventRecord(start, m.stream));
+  for (int i = 0; i < reps; ++i) DUET_TRY(run());
+  DUET_CUDA_TRY(cudaEventRecord(stop, m.stream));
+  DUET_CUDA_TRY(cudaEventSynchronize(stop));
+  float ms = 0;
+  DUET_CUDA_TRY(cudaEventElapsedTime(&ms, start, stop));
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return static_cast<double>(ms) / reps;
+}
+
+double CudaModel::decode_step_bytes(int B, int context) const {
+  const Impl& m = *impl_;
+  const ModelConfig& c = m.config;
+  double kv = 0;
+  for (const DeviceLayer& L : m.layers) kv += 2.0 * L.Hkv * c.head_dim * 2.0 * (context + 2);  // read ctx+1, write 1
+  return static_cast<double>(m.weight_bytes) + 2.0 * B * c.dim + B * kv;
+}
+
+double CudaModel::prefill_flops(int T) const {
+  const Impl& m = *impl_;
+  const ModelConfig& c = m.config;
+  double flops = 2.0 * c.vocab_size * c.dim;  // logits of the last token
+  for (const DeviceLayer& L : m.layers) {
+    const double params = static_cast<double>(c.dim) * (L.H + 2 * L.Hkv) * c.head_dim +
+                          static_cast<double>(c.dim) * L.H * c.head_dim + 3.0 * c.dim * L.F;
+    flops += 2.0 * params * T + 4.0 * L.H * c.head_dim * (static_cast<double>(T) * (T + 1) / 2);
+  }
+  return flops;
+}
+
+Result<double> measure_copy_bandwidth(int64_t bytes) {
+  void *src = nullptr, *dst = nullptr;
+  DUET_CUDA_TRY(cudaMalloc(&src, bytes));
+  const cudaError_t e = cudaMalloc(&dst, bytes);
+  if (e != cudaSuccess) {
+    cudaFree(src);
+    DUET_CUDA_TRY(e);
+  }
+  DUET_CUDA_TRY(cudaMemset(src, 1, bytes));
+  cudaEvent_t start, stop;
+  DUET_CUDA_TRY(cudaEventCreate(&start));
+  DUET_CUDA_TRY(cudaEventCreate(&stop));
+  for (int i = 0; i < 3; ++i) DUET_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, nullptr));
+  const int reps = 10;
+  DUET_CUDA_TRY(cudaEventRecord(start, nullptr));
+  for (int i = 0; i < reps; ++i) DUET_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, nullptr));
+  DUET_CUDA_TRY(cudaEventRecord(stop, nullptr));
+  DUET_CUDA_TRY(cudaEventSynchronize(stop));
+  float ms = 0;
+  DUET_CUDA_TRY(cudaEventElapsedTime(&ms, start, stop));
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaFree(src);
+  cudaFree(dst);
+  return 2.0 * static_cast<double>(bytes) * reps / (ms * 1e-3);
+}
+
+std::string cuda_device_name() {
+  int device = 0;
+  cudaDeviceProp prop{};
+  if (cudaGetDevice(&device) != cudaSuccess || cudaGetDeviceProperties(&prop, device) != cudaSuccess) return "unknown";
+  return prop.name;
+}
+
+}  // namespace duet

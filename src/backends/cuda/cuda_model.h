@@ -1,0 +1,92 @@
+// CudaModel: the Llama-family decoder on one NVIDIA GPU (--device cuda), the
+// same block structure as CpuModel:
+//   h   = x + Attn(norm1(x))
+//   out = h + MLP(norm2(h))
+// bf16 weights and activations with fp32 accumulation and an fp32 residual
+// stream. Layers may have any width, so LP wide layers (2H heads, 2F FFN) run
+// unchanged. RMSNorm gains of the layers are folded into the projections that
+// read them (W' = W diag(g)), exactly as LP merging does.
+//
+// The model owns a static KV cache of `max_batch` sequences x `max_context`
+// positions ([seq, Hkv, S, Dh] bf16 per layer). Each sequence has its own
+// length. decode() runs one token for each of B sequences, each at its own
+// position, as one CUDA graph per B (captured on first use). prefill() runs a
+// prompt of one sequence. Logits come back to the host as float32; sampling is
+// the caller's. Plain C++ header: compiles without nvcc.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "backends/cpu/cpu_model.h"  // LogitsMode
+#include "core/result.h"
+#include "model/config.h"
+#include "model/lp_plan.h"
+#include "model/weights.h"
+
+namespace duet {
+
+struct CudaModelOptions {
+  int max_batch = 1;      // sequences held in the KV cache, decoded together
+  int max_context = 2048; // S: positions per sequence
+  int max_prefill = 2048; // tokens per prefill chunk (longer prompts run in chunks)
+  bool use_graphs = true; // capture decode steps in CUDA graphs
+};
+
+class CudaModel {
+ public:
+  // Uploads float32 host weights as bf16 (LP plans are applied to `weights` beforehand).
+  static Result<std::unique_ptr<CudaModel>> create(const ModelWeights& weights, const CudaModelOptions& options);
+  // Random bf16 weights generated on the GPU for the config's shape with `plan` merged:
+  // for speed measurements at real sizes without building float32 host weights.
+  static Result<std::unique_ptr<CudaModel>> create_random(const ModelConfig& config, const LpPlan& plan,
+                                                          const CudaModelOptions& options, uint64_t seed);
+  ~CudaModel();
+  CudaModel(const CudaModel&) = delete;
+  CudaModel& operator=(const CudaModel&) = delete;
+
+  const ModelConfig& config() const;
+  int depth() const;  // layers after LP merging
+  int max_batch() const;
+  int max_context() const;
+
+  int length(int seq) const;  // positions filled for sequence seq
+  void reset(int seq);
+  void reset_all();
+  // Declares that sequence seq holds `length` positions (bench: a warm cache of random K/V).
+  Status set_length(int seq, int length);
+
+  // Runs tokens[0..T) of sequence seq at positions length(seq).. and appends their K/V.
+  // logits: [T, V] for LogitsMode::All, [1, V] for Last.
+  Status prefill(int seq, const int32_t* tokens, int T, LogitsMode mode, std::vector<float>& logits);
+  // One token for each of sequences 0..B-1, each at its own position length(b). logits: [B, V].
+  Status decode(const int32_t* tokens, int B, std::vector<float>& logits);
+
+  // Bench: median-free mean device time of `steps` decode steps of B sequences at their current
+  // lengths (graph replays, positions held fixed, no host copies), in milliseconds.
+  Result<double> time_decode(int B, int warmup, int steps);
+  // Bench: mean device time of a T-token prefill of sequence 0 from position 0, in milliseconds.
+  Result<double> time_prefill(int T, int warmup, int reps);
+
+  // Bytes one decode step of B sequences must move: all weights once (embedding rows only for
+  // the B tokens) plus the valid K/V of every sequence read and the new K/V written.
+  double decode_step_bytes(int B, int context) const;
+  // FLOPs of a T-token prefill from position 0 (2 per weight per token + causal attention).
+  double prefill_flops(int T) const;
+  int64_t weight_bytes() const;
+
+ private:
+  struct Impl;
+  explicit CudaModel(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Copy bandwidth of the current GPU in bytes/s (bytes read + written) from a `bytes`-sized
+// device-to-device copy, the ceiling a memory-bound step is measured against.
+Result<double> measure_copy_bandwidth(int64_t bytes);
+
+// Name of the current GPU, for reports.
+std::string cuda_device_name();
+
+}  // namespace duet

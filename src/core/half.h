@@ -1,0 +1,28 @@
+// Scalar conversions between float and the 16-bit float formats (IEEE fp16, bf16).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace duet {
+
+inline float bf16_to_f32(uint16_t h) {
+  uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Round-to-nearest-even; NaN stays NaN.
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+float fp16_to_f32(uint16_t h);
+uint16_t f32_to_fp16(float f);
+
+}  // namespace duet

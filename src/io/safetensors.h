@@ -1,0 +1,57 @@
+// HF safetensors reader: one file, or a sharded checkpoint through
+// model.safetensors.index.json. Also a writer for tests.
+//
+// File layout: u64 header_len | JSON header {name: {dtype, shape, data_offsets:
+// [begin, end]}, "__metadata__": {...}} | data. Offsets are relative to the
+// end of the header. duet reads F32, F16 and BF16 tensors.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+#include "io/mapped_file.h"
+#include "io/tensor_info.h"
+
+namespace duet {
+
+class SafetensorsModel {
+ public:
+  // `path` is a .safetensors file, a *.safetensors.index.json, or a directory
+  // holding model.safetensors or model.safetensors.index.json.
+  static Result<SafetensorsModel> open(const std::string& path);
+
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const TensorInfo* find_tensor(const std::string& name) const;
+  // Directory that holds the weights (config.json and tokenizer.json live there).
+  const std::string& directory() const { return directory_; }
+
+ private:
+  std::vector<std::unique_ptr<MappedFile>> shards_;
+  std::vector<TensorInfo> tensors_;
+  std::map<std::string, size_t> tensor_index_;
+  std::string directory_;
+};
+
+class SafetensorsWriter {
+ public:
+  // type: F32, F16 or BF16; `bytes` in that encoding.
+  void add_tensor(const std::string& name, DType type, const std::vector<int64_t>& shape,
+                  std::vector<uint8_t> bytes);
+  void add_tensor_f32(const std::string& name, const std::vector<int64_t>& shape,
+                      const std::vector<float>& values);
+  Status write(const std::string& path) const;
+
+ private:
+  struct Pending {
+    std::string name;
+    DType type;
+    std::vector<int64_t> shape;
+    std::vector<uint8_t> bytes;
+  };
+  std::vector<Pending> tensors_;
+};
+
+}  // namespace duet

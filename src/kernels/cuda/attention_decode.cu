@@ -1,0 +1,192 @@
+// attention_decode_split_kv: flash-decoding over a static KV cache.
+//
+// One block per (key chunk, KV head, query). The block reads only the valid
+// keys of its chunk (positions < pos+1), once, for all H/Hkv query heads that
+// share the KV head (GQA). Inside the block a "key group" of Dh/8 lanes owns one
+// key at a time with 16-byte loads; each group keeps an online softmax, groups
+// are merged through shared memory, and the block writes one partial
+// (max, sum, unnormalised acc). attention_merge_chunks_kernel then merges the
+// chunks of each (query, head). Chunks past the valid length exit at once, so a
+// grid sized for the full cache is fine under a CUDA graph whose positions move.
+#include <cmath>
+
+#include "kernels/cuda/ops.cuh"
+
+namespace duet::cuda {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr float kLog2e = 1.4426950408889634f;
+
+__device__ __forceinline__ void to_float8(const uint4& u, float* f) {
+  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 v = __bfloat1622float2(p[i]);
+    f[2 * i] = v.x;
+    f[2 * i + 1] = v.y;
+  }
+}
+
+template <int kDh, int kGroup>
+__global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(AttentionDecodeArgs a, float scale_log2,
+                                                                          int n_chunks) {
+  constexpr int kLanes = kDh / 8;             // lanes per key
+  constexpr int kKeyGroups = kThreads / kLanes;
+  __shared__ float s_acc[kKeyGroups][kGroup][kDh];
+  __shared__ float s_m[kKeyGroups][kGroup], s_l[kKeyGroups][kGroup];
+
+  const int chunk = blockIdx.x, g = blockIdx.y, i = blockIdx.z;
+  const int len = a.pos[i] + 1;
+  const int k0 = chunk * a.chunk;
+  if (k0 >= len) return;
+  const int k1 = min(len, k0 + a.chunk);
+  const int kg = threadIdx.x / kLanes, sub = threadIdx.x % kLanes;
+
+  const int64_t base = (static_cast<int64_t>(a.slot[i]) * a.Hkv + g) * a.S * kDh + sub * 8;
+  const bf16* kp = a.k_cache + base;
+  const bf16* vp = a.v_cache + base;
+
+  float q[kGroup][8];
+#pragma unroll
+  for (int j = 0; j < kGroup; ++j) {
+    const int h = g * kGroup + j;
+    const uint4 u = *reinterpret_cast<const uint4*>(a.q + (static_cast<int64_t>(i) * a.H + h) * kDh + sub * 8);
+    to_float8(u, q[j]);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) q[j][e] *= scale_log2;
+  }
+  float m[kGroup], l[kGroup], acc[kGroup][8];
+#pragma unroll
+  for (int j = 0; j < kGroup; ++j) {
+    m[j] = -INFINITY;
+    l[j] = 0;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[j][e] = 0;
+  }
+
+  // Uniform trip count across the block so the shuffles below never diverge.
+  for (int kb = k0; kb < k1; kb += 2 * kKeyGroups) {
+    const int key[2] = {kb + kg, kb + kKeyGroups + kg};
+    uint4 ku[2], vu[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      if (key[r] < k1) {
+        ku[r] = *reinterpret_cast<const uint4*>(kp + static_cast<int64_t>(key[r]) * kDh);
+        vu[r] = *reinterpret_cast<const uint4*>(vp + static_cast<int64_t>(key[r]) * kDh);
+      } else {
+        ku[r] = vu[r] = make_uint4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float kf[8], vf[8];
+      to_float8(ku[r], kf);
+      to_float8(vu[r], vf);
+      const bool valid = key[r] < k1;
+#pragma unroll
+      for (int j = 0; j < kGroup; ++j) {
+        float s = 0;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) s = fmaf(q[j][e], kf[e], s);
+#pragma unroll
+        for (int o = kLanes / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (valid) {
+          const float m_new = fmaxf(m[j], s);
+          const float corr = exp2f(m[j] - m_new);
+          const float p = exp2f(s - m_new);
+          l[j] = l[j] * corr + p;
+#pragma unroll
+          for (int e = 0; e < 8; ++e) acc[j][e] = fmaf(p, vf[e], acc[j][e] * corr);
+          m[j] = m_new;
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int j = 0; j < kGroup; ++j) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) s_acc[kg][j][sub * 8 + e] = acc[j][e];
+    if (sub == 0) {
+      s_m[kg][j] = m[j];
+      s_l[kg][j] = l[j];
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < kGroup * kDh; e += kThreads) {
+    const int j = e / kDh, d = e % kDh;
+    float mx = -INFINITY;
+    for (int r = 0; r < kKeyGroups; ++r) mx = fmaxf(mx, s_m[r][j]);
+    float sum = 0, out = 0;
+    for (int r = 0; r < kKeyGroups; ++r) {
+      if (s_m[r][j] == -INFINITY) continue;  // this key group saw no key
+      const float f = exp2f(s_m[r][j] - mx);
+      sum += s_l[r][j] * f;
+      out += s_acc[r][j][d] * f;
+    }
+    const int h = g * kGroup + j;
+    const int64_t part = (static_cast<int64_t>(i) * a.H + h) * n_chunks + chunk;
+    a.part_acc[part * kDh + d] = out;
+    if (d == 0) {
+      a.part_ml[part * 2] = mx;
+      a.part_ml[part * 2 + 1] = sum;
+    }
+  }
+}
+
+// One block per (head, query), Dh threads: merges the valid chunks' partials into the output row.
+__global__ void attention_merge_chunks_kernel(AttentionDecodeArgs a, int n_chunks) {
+  const int h = blockIdx.x, i = blockIdx.y, d = threadIdx.x;
+  const int len = a.pos[i] + 1;
+  const int used = (len + a.chunk - 1) / a.chunk;
+  const int64_t part0 = (static_cast<int64_t>(i) * a.H + h) * n_chunks;
+  float mx = -INFINITY;
+  for (int c = 0; c < used; ++c) mx = fmaxf(mx, a.part_ml[(part0 + c) * 2]);
+  float sum = 0, out = 0;
+  for (int c = 0; c < used; ++c) {
+    const float f = exp2f(a.part_ml[(part0 + c) * 2] - mx);
+    sum += a.part_ml[(part0 + c) * 2 + 1] * f;
+    out += a.part_acc[(part0 + c) * a.Dh + d] * f;
+  }
+  a.out[(static_cast<int64_t>(i) * a.H + h) * a.Dh + d] = __float2bfloat16(out / sum);
+}
+
+template <int kDh, int kGroup>
+Status launch(const AttentionDecodeArgs& a, cudaStream_t stream) {
+  const int n_chunks = (a.S + a.chunk - 1) / a.chunk;
+  const float scale_log2 = kLog2e / std::sqrt(static_cast<float>(kDh));
+  attention_decode_chunk_kernel<kDh, kGroup><<<dim3(n_chunks, a.Hkv, a.Nq), kThreads, 0, stream>>>(a, scale_log2,
+                                                                                                  n_chunks);
+  DUET_CUDA_TRY(cudaGetLastError());
+  attention_merge_chunks_kernel<<<dim3(a.H, a.Nq), kDh, 0, stream>>>(a, n_chunks);
+  DUET_CUDA_TRY(cudaGetLastError());
+  return ok_status();
+}
+
+template <int kDh>
+Status dispatch_group(const AttentionDecodeArgs& a, cudaStream_t stream) {
+  switch (a.H / a.Hkv) {
+    case 1: return launch<kDh, 1>(a, stream);
+    case 2: return launch<kDh, 2>(a, stream);
+    case 3: return launch<kDh, 3>(a, stream);
+    case 4: return launch<kDh, 4>(a, stream);
+    case 5: return launch<kDh, 5>(a, stream);
+    case 6: return launch<kDh, 6>(a, stream);
+    case 7: return launch<kDh, 7>(a, stream);
+    case 8: return launch<kDh, 8>(a, stream);
+  }
+  return make_error("attention_decode: GQA group ", a.H / a.Hkv, " unsupported (expected 1..8)");
+}
+
+}  // namespace
+
+Status attention_decode_split_kv(const AttentionDecodeArgs& a, cudaStream_t stream) {
+  if (a.Hkv <= 0 || a.H % a.Hkv != 0) return make_error("attention_decode: H=", a.H, " not a multiple of Hkv=", a.Hkv);
+  if (a.chunk <= 0) return make_error("attention_decode: chunk must be positive");
+  if (a.Dh == 64) return dispatch_group<64>(a, stream);
+  if (a.Dh == 128) return dispatch_group<128>(a, stream);
+  return make_error("attention_decode: head_dim ", a.Dh, " unsupported (expected 64 or 128)");
+}
+
+}  // namespace duet::cuda

@@ -1,0 +1,103 @@
+// Small memory-bound kernels: embedding gather, RMSNorm (f32 -> bf16), SiLU-mul
+// for the cuBLAS path, and hash-based random fills for random-weight models.
+// The decode path (T <= 8) fuses RMSNorm and SiLU-mul into gemv instead (gemv.cu).
+#include "kernels/cuda/ops.cuh"
+
+namespace duet::cuda {
+namespace {
+
+__global__ void embed_kernel(const int32_t* __restrict__ tokens, const bf16* __restrict__ table,
+                             float* __restrict__ x, int D) {
+  const int t = blockIdx.x;
+  const bf16* row = table + static_cast<int64_t>(tokens[t]) * D;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) x[static_cast<int64_t>(t) * D + d] = __bfloat162float(row[d]);
+}
+
+__device__ float block_sum(float v, float* scratch) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float total = 0;
+  for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) total += scratch[w];
+  __syncthreads();
+  return total;
+}
+
+// One block per row.
+__global__ void rms_norm_kernel(const float* __restrict__ x, const float* __restrict__ w, bf16* __restrict__ y,
+                                int D, float eps) {
+  __shared__ float scratch[32];
+  const float* xr = x + static_cast<int64_t>(blockIdx.x) * D;
+  float ss = 0;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) ss += xr[d] * xr[d];
+  const float inv = rsqrtf(block_sum(ss, scratch) / D + eps);
+  bf16* yr = y + static_cast<int64_t>(blockIdx.x) * D;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) yr[d] = __float2bfloat16(xr[d] * inv * (w ? w[d] : 1.0f));
+}
+
+__global__ void silu_mul_interleaved_kernel(const __nv_bfloat162* __restrict__ gu, bf16* __restrict__ h,
+                                            int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float2 v = __bfloat1622float2(gu[i]);
+    h[i] = __float2bfloat16(v.x / (1.0f + __expf(-v.x)) * v.y);
+  }
+}
+
+__device__ float hash_uniform(uint64_t seed, int64_t i) {
+  uint64_t z = seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(i) * 0xBF58476D1CE4E5B9ull + 0x94D049BB133111EBull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<float>(static_cast<uint32_t>(z >> 40)) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+template <class Out>
+__global__ void fill_uniform_kernel(Out* p, int64_t n, uint64_t seed, float scale, float offset) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float v = offset + scale * hash_uniform(seed, i);
+    if constexpr (sizeof(Out) == 2) p[i] = __float2bfloat16(v); else p[i] = v;
+  }
+}
+
+int grid_for(int64_t n, int threads) {
+  const int64_t blocks = (n + threads - 1) / threads;
+  return static_cast<int>(blocks < 65536 ? (blocks > 0 ? blocks : 1) : 65536);
+}
+
+}  // namespace
+
+Status embed(const int32_t* tokens, const bf16* table, float* x, int T, int D, cudaStream_t stream) {
+  embed_kernel<<<T, 256, 0, stream>>>(tokens, table, x, D);
+  DUET_CUDA_TRY(cudaGetLastError());
+  return ok_status();
+}
+
+Status rms_norm(const float* x, const float* w, bf16* y, int T, int D, float eps, cudaStream_t stream) {
+  rms_norm_kernel<<<T, 256, 0, stream>>>(x, w, y, D, eps);
+  DUET_CUDA_TRY(cudaGetLastError());
+  return ok_status();
+}
+
+Status silu_mul_interleaved(const bf16* gu, bf16* h, int T, int F, cudaStream_t stream) {
+  const int64_t n = static_cast<int64_t>(T) * F;
+  silu_mul_interleaved_kernel<<<grid_for(n, 256), 256, 0, stream>>>(reinterpret_cast<const __nv_bfloat162*>(gu), h, n);
+  DUET_CUDA_TRY(cudaGetLastError());
+  return ok_status();
+}
+
+Status fill_uniform(bf16* p, int64_t n, uint64_t seed, float scale, float offset, cudaStream_t stream) {
+  fill_uniform_kernel<<<grid_for(n, 256), 256, 0, stream>>>(p, n, seed, scale, offset);
+  DUET_CUDA_TRY(cudaGetLastError());
+  return ok_status();
+}
+
+Status fill_uniform_f32(float* p, int64_t n, uint64_t seed, float scale, float offset, cudaStream_t stream) {
+  fill_uniform_kernel<<<grid_for(n, 256), 256, 0, stream>>>(p, n, seed, scale, offset);
+  DUET_CUDA_TRY(cudaGetLastError());
+  return ok_status();
+}
+
+}  // namespace duet::cuda

@@ -1,0 +1,104 @@
+// CUDA kernels: one launcher and one-line contract per op, the GPU side of
+// kernels/ops.h. bf16 weights and activations, fp32 accumulation, fp32 residual
+// stream. Row-major, last dim contiguous. Every launcher enqueues on `stream`,
+// checks the launch and returns a Status (no sync, so all are graph-capturable).
+// Shapes: T rows (tokens), D model dim, H/Hkv heads, Dh head dim, F FFN width,
+// S cache positions per sequence, N/K output/input features of a linear map.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cuda/cuda_check.cuh"
+
+namespace duet::cuda {
+
+// embed: x[t,:] = float(table[tokens[t],:]). tokens [T] int32; table [V,D] bf16; x [T,D] f32.
+Status embed(const int32_t* tokens, const bf16* table, float* x, int T, int D, cudaStream_t stream);
+
+// rms_norm: y[t,:] = bf16(x[t,:] * rsqrt(mean(x[t,:]^2) + eps) * w). x [T,D] f32; w [D] f32 or null (gain 1); y [T,D] bf16.
+Status rms_norm(const float* x, const float* w, bf16* y, int T, int D, float eps, cudaStream_t stream);
+
+// silu_mul_interleaved: h[t,i] = bf16(silu(gu[t,2i]) * gu[t,2i+1]). gu [T,2F] bf16 (gate/up rows interleaved); h [T,F] bf16.
+Status silu_mul_interleaved(const bf16* gu, bf16* h, int T, int F, cudaStream_t stream);
+
+// fill_uniform: p[i] = bf16(offset + scale * u), u uniform in [-1,1) from a hash of (seed, i). p [n] bf16.
+Status fill_uniform(bf16* p, int64_t n, uint64_t seed, float scale, float offset, cudaStream_t stream);
+// fill_uniform_f32: as fill_uniform for an f32 array.
+Status fill_uniform_f32(float* p, int64_t n, uint64_t seed, float scale, float offset, cudaStream_t stream);
+
+// gemv: y[t,n] (op)= sum_k in[t,k] W[n,k] for T <= kGemvMaxRows rows, streaming W once with 16-byte loads.
+// W [N,K] bf16, N even, K % 8 == 0, W 16-byte aligned. The input rows are staged in shared memory as bf16:
+//   GemvInput::Bf16       in [T,K] bf16
+//   GemvInput::F32RmsNorm in [T,K] f32, normalised on the way in: x * rsqrt(mean(x^2)+eps) * (norm_w or 1)
+// Outputs:
+//   GemvOutput::StoreF32    y [T,N] f32:  y = acc
+//   GemvOutput::AddF32      y [T,N] f32:  y += acc (residual add)
+//   GemvOutput::SiluMulBf16 y [T,N/2] bf16: y[t,i] = silu(acc[t,2i]) * acc[t,2i+1] (W rows gate/up interleaved)
+constexpr int kGemvMaxRows = 8;
+enum class GemvInput { Bf16, F32RmsNorm };
+enum class GemvOutput { StoreF32, AddF32, SiluMulBf16 };
+struct GemvArgs {
+  const bf16* w = nullptr;  // [N,K]
+  int N = 0, K = 0, T = 0;
+  const void* in = nullptr;  // [T,K]
+  GemvInput in_kind = GemvInput::Bf16;
+  const float* norm_w = nullptr;  // [K] or null
+  float eps = 1e-5f;
+  void* out = nullptr;
+  GemvOutput out_kind = GemvOutput::StoreF32;
+};
+// Whether gemv handles T rows of K inputs (row count and shared-memory size).
+bool gemv_supported(int T, int K);
+Status gemv(const GemvArgs& args, cudaStream_t stream);
+
+// gemm: y[T,N] = alpha * x[T,K] W[N,K]^T + beta * y. cuBLAS, fp32 compute. x, W bf16; y bf16 or f32 (y_f32).
+Status gemm(cublasHandle_t handle, const bf16* x, const bf16* w, void* y, bool y_f32, int T, int N, int K,
+            float beta, cudaStream_t stream);
+
+// rope_qkv_write: splits qkv [T,(H+2Hkv)*Dh] f32 into heads, adds bias [(H+2Hkv)*Dh] (or null), applies
+// per-head RMS norm with gains q_norm [H,Dh] / k_norm [Hkv,Dh] (or null), rotates q and k at position pos[t]
+// with cos/sin [S,Dh/2], writes q [T,H,Dh] bf16 and k/v into the caches [slots,Hkv,S,Dh] bf16 at
+// (slot[t], pos[t]). pos, slot [T] int32 on the device.
+struct RopeQkvArgs {
+  const float* qkv = nullptr;
+  const float* bias = nullptr;
+  const float* q_norm = nullptr;
+  const float* k_norm = nullptr;
+  float eps = 1e-6f;
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+  bool interleaved = false;  // RopeStyle::Interleaved pairs (2i,2i+1), else (i, i+Dh/2)
+  const int32_t* pos = nullptr;
+  const int32_t* slot = nullptr;
+  bf16* q = nullptr;
+  bf16* k_cache = nullptr;
+  bf16* v_cache = nullptr;
+  int T = 0, H = 0, Hkv = 0, Dh = 0, S = 0;
+};
+Status rope_qkv_write(const RopeQkvArgs& args, cudaStream_t stream);
+
+// attention_decode_split_kv (flash-decoding): for each query i, out[i,h,:] = softmax_s(q[i,h,:].k[s]/sqrt(Dh)) v[s]
+// over the valid cache positions s in [0, pos[i]] of sequence slot[i], KV head h / (H/Hkv). Keys are cut
+// into chunks of `chunk` positions, one block per (chunk, KV head, query); a second kernel merges the chunks.
+// q [Nq,H,Dh] bf16; caches [slots,Hkv,S,Dh] bf16; out [Nq,H*Dh] bf16; part_acc [Nq,H,n_chunks,Dh] f32,
+// part_ml [Nq,H,n_chunks,2] f32 scratch with n_chunks = ceil(S / chunk). Dh in {64, 128}; H/Hkv <= 8.
+struct AttentionDecodeArgs {
+  const bf16* q = nullptr;
+  const bf16* k_cache = nullptr;
+  const bf16* v_cache = nullptr;
+  const int32_t* pos = nullptr;
+  const int32_t* slot = nullptr;
+  bf16* out = nullptr;
+  float* part_acc = nullptr;
+  float* part_ml = nullptr;
+  int Nq = 0, H = 0, Hkv = 0, Dh = 0, S = 0, chunk = 0;
+};
+Status attention_decode_split_kv(const AttentionDecodeArgs& args, cudaStream_t stream);
+
+// attention_prefill: causal attention of T new tokens of one sequence at positions pos0..pos0+T-1 over the
+// cache positions [0, pos0+T) (flash attention on tensor cores, mma.sync m16n8k16; scores never leave
+// registers). q [T,H,Dh] bf16; k/v [Hkv,S,Dh] bf16 (one sequence's cache); out [T,H*Dh] bf16. Dh in {64,128}.
+Status attention_prefill(const bf16* q, const bf16* k, const bf16* v, bf16* out, int T, int pos0, int H, int Hkv,
+                         int Dh, int S, cudaStream_t stream);
+
+}  // namespace duet::cuda

@@ -1,0 +1,46 @@
+// CPU reference kernels: one declaration and one-line contract per op.
+// float32 throughout, row-major, last dim contiguous. The CUDA backend has the
+// same ops under kernels/cuda/ with the same names.
+#pragma once
+
+#include <cstdint>
+
+#include "model/config.h"
+
+namespace duet::cpu {
+
+// rms_norm: y[t,:] = x[t,:] * rsqrt(mean(x[t,:]^2) + eps) * w. x,y [T,D]; w [D] or null (gain 1); y may alias x.
+void rms_norm(const float* x, const float* w, float* y, int T, int D, float eps);
+
+// rms_norm_heads: per head, x[t,h,:] = x[t,h,:] * rsqrt(mean(x[t,h,:]^2) + eps) * w[h,:]. x [T,H,Dh] in place; w [H,Dh].
+void rms_norm_heads(float* x, const float* w, int T, int H, int Dh, float eps);
+
+// matmul: y[T,N] = x[T,K] W[N,K]^T (+ bias[N] when non-null). OpenBLAS sgemm; y must not alias x.
+void matmul(const float* x, const float* w, const float* bias, float* y, int T, int N, int K);
+
+// RopeTable: cos/sin of pos * theta^(-2i/Dh) / freq_factor[i] for pos in [0,S), i in [0,Dh/2).
+struct RopeTable {
+  int head_dim = 0;
+  int positions = 0;
+  RopeStyle style = RopeStyle::HalfSplit;
+  const float* cos = nullptr;  // [S, Dh/2], owned by the caller
+  const float* sin = nullptr;  // [S, Dh/2]
+};
+// rope_table_fill: fills cos/sin ([S, Dh/2] each) for the config's theta and frequency factors.
+void rope_table_fill(const ModelConfig& config, int positions, float* cos, float* sin);
+
+// rope: rotates x [T,H,Dh] in place; row t is at position pos0 + t (< table.positions).
+void rope(float* x, int T, int H, int pos0, const RopeTable& table);
+
+// attention_causal: out[t,h,:] = softmax_s(q[t,h,:] . k[s,g,:] / sqrt(Dh)) v[s,g,:] over s <= pos0 + t,
+// g = h / (H/Hkv). q,out [T,H,Dh]; k,v [S,Hkv,Dh] holding positions [0, pos0+T).
+void attention_causal(const float* q, const float* k, const float* v, float* out, int T, int pos0, int H,
+                      int Hkv, int Dh);
+
+// silu_mul: out[i] = gate[i] * sigmoid(gate[i]) * up[i] for i in [0,n). out may alias gate.
+void silu_mul(const float* gate, const float* up, float* out, int64_t n);
+
+// add_inplace: y[i] += x[i] for i in [0,n).
+void add_inplace(float* y, const float* x, int64_t n);
+
+}  // namespace duet::cpu

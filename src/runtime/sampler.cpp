@@ -1,0 +1,43 @@
+#include "runtime/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+namespace duet {
+
+int32_t argmax(const float* logits, int n) {
+  return static_cast<int32_t>(std::max_element(logits, logits + n) - logits);
+}
+
+int32_t Sampler::sample(const float* logits, int vocab_size) {
+  if (params_.temperature <= 0.0f) return argmax(logits, vocab_size);
+
+  std::vector<int32_t> ids(vocab_size);
+  std::iota(ids.begin(), ids.end(), 0);
+  const int k = params_.top_k > 0 ? std::min(params_.top_k, vocab_size) : vocab_size;
+  auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+  std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), by_logit);
+  ids.resize(k);
+
+  std::vector<double> probs(k);
+  const double top = logits[ids[0]];
+  double sum = 0;
+  for (int i = 0; i < k; ++i) {
+    probs[i] = std::exp((logits[ids[i]] - top) / params_.temperature);
+    sum += probs[i];
+  }
+  // Keep the smallest prefix whose mass reaches top_p (always at least one token).
+  double mass = 0;
+  int keep = 0;
+  while (keep < k) {
+    mass += probs[keep] / sum;
+    ++keep;
+    if (mass >= params_.top_p) break;
+  }
+  std::discrete_distribution<int> pick(probs.begin(), probs.begin() + keep);
+  return ids[pick(rng_)];
+}
+
+}  // namespace duet

@@ -1,0 +1,120 @@
+// The duet binary on bad input: every case ends with exit code 1 and exactly
+// one stderr line "duet: error: ..." naming the problem; never a crash.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sys/wait.h>
+
+#include "io/gguf.h"
+#include "test_support.h"
+
+namespace duet {
+namespace {
+
+struct Outcome {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+// Runs `duet ARGS` with a 120 s limit (a hang fails the test instead of the suite).
+Outcome run_duet(const std::string& args) {
+  const std::string dir = test::temp_dir("cli");
+  const std::string cmd = "timeout 120 " + std::string(DUET_BINARY) + " " + args + " >" + dir + "/out 2>" + dir + "/err";
+  const int status = std::system(cmd.c_str());
+  Outcome o;
+  o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  auto slurp = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  o.out = slurp(dir + "/out");
+  o.err = slurp(dir + "/err");
+  return o;
+}
+
+void expect_one_line_error(const Outcome& o, const std::string& fragment) {
+  EXPECT_EQ(o.exit_code, 1) << o.err;
+  EXPECT_EQ(o.err.rfind("duet: error: ", 0), 0u) << o.err;
+  EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
+  EXPECT_NE(o.err.find(fragment), std::string::npos) << "expected '" << fragment << "' in: " << o.err;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(test::temp_dir("cli_models"));
+    tiny_ = new std::string(test::write_gguf_checkpoint(test::random_weights(test::tiny_llama_config(), 11),
+                                                        *dir_ + "/tiny.gguf"));
+  }
+  static std::string* dir_;
+  static std::string* tiny_;
+};
+std::string* CliTest::dir_ = nullptr;
+std::string* CliTest::tiny_ = nullptr;
+
+TEST_F(CliTest, MissingModelFile) {
+  expect_one_line_error(run_duet("info -m /nonexistent/model.gguf"), "does not exist");
+}
+
+TEST_F(CliTest, CorruptGgufMagic) {
+  const std::string path = *dir_ + "/bad_magic.gguf";
+  std::ofstream(path) << "NOTAGGUFFILE and some more bytes to look like a header..........";
+  expect_one_line_error(run_duet("info -m " + path), "magic");
+}
+
+TEST_F(CliTest, TruncatedGguf) {
+  const std::string path = *dir_ + "/truncated.gguf";
+  std::filesystem::copy_file(*tiny_, path, std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);
+  const Outcome o = run_duet("info -m " + path);
+  expect_one_line_error(o, path);
+}
+
+TEST_F(CliTest, UnsupportedArchitecture) {
+  GgufWriter g;
+  g.add_string("general.architecture", "mamba");
+  const std::string path = *dir_ + "/mamba.gguf";
+  ASSERT_TRUE(g.write(path).ok());
+  expect_one_line_error(run_duet("info -m " + path), "unsupported architecture 'mamba'");
+}
+
+TEST_F(CliTest, BadPlans) {
+  expect_one_line_error(run_duet("info -m " + *tiny_ + " --lp 1:4"), "odd");
+  expect_one_line_error(run_duet("info -m " + *tiny_ + " --lp-pairs 5"), "crosses the end");
+  expect_one_line_error(run_duet("info -m " + *tiny_ + " --lp-pairs 1,2"), "overlap");
+  expect_one_line_error(run_duet("info -m " + *tiny_ + " --lp-pairs 9"), "out of range");
+  expect_one_line_error(run_duet("info -m " + *tiny_ + " --lp-plan /nonexistent/plan.txt"), "plan");
+}
+
+TEST_F(CliTest, PromptLongerThanContext) {
+  // The tiny model's context is 128 positions; every byte is one token.
+  const std::string long_prompt(300, 'a');
+  expect_one_line_error(run_duet("logits -m " + *tiny_ + " --prompt " + long_prompt + " -o " + *dir_ + "/l.npy"),
+                        "exceeds the model's context");
+  expect_one_line_error(run_duet("run -m " + *tiny_ + " -n 200 hello"), "context");
+}
+
+TEST_F(CliTest, MissingTextFileForPerplexity) {
+  expect_one_line_error(run_duet("ppl -m " + *tiny_ + " -f /nonexistent/text.txt"), "/nonexistent/text.txt");
+}
+
+TEST_F(CliTest, InfoReportsEffectiveDepthUnderPlan) {
+  const Outcome o = run_duet("info -m " + *tiny_ + " --lp 0:4");
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_NE(o.out.find("effective depth  4"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("layers           6"), std::string::npos) << o.out;
+}
+
+TEST_F(CliTest, LogitsWritesNpyOfPromptPositionsByVocab) {
+  const std::string out = *dir_ + "/logits.npy";
+  const Outcome o = run_duet("logits -m " + *tiny_ + " --prompt hello -o " + out);
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  // 5 byte tokens x 300 vocab floats after a 128-byte header.
+  EXPECT_EQ(std::filesystem::file_size(out), 128u + 5 * 300 * 4);
+}
+
+}  // namespace
+}  // namespace duet

@@ -1,0 +1,309 @@
+// CUDA backend against the CPU reference (CpuModel) and, when its files are
+// present, against PyTorch/transformers (tools/gpu/hf_reference.py).
+//
+// Weights are rounded to bf16 before both backends see them, so what remains
+// is the GPU's bf16 activations (fp32 accumulation, fp32 residual stream).
+// Tolerances, one table:
+//   kLogitsRelTol  ||gpu - ref|| / ||ref|| per logits row: bf16 activations
+//                  (relative rounding 2^-9 per stored tensor, ~10 per layer).
+//   kBatchRelTol   B sequences together vs each alone: the same kernels except
+//                  the flash-decoding chunk size (depends on B) and cuBLAS
+//                  instead of gemv above 8 rows, so only summation order moves.
+// Greedy tokens must match exactly (ties closer than the tolerance are reported).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/cpu_model.h"
+#include "backends/cuda/cuda_model.h"
+#include "core/half.h"
+#include "model/loader.h"
+#include "model/lp_merge.h"
+#include "test_support.h"
+
+namespace duet {
+namespace {
+
+constexpr double kLogitsRelTol = 3e-2;
+constexpr double kBatchRelTol = 2e-3;
+
+struct Case {
+  std::string name;
+  ModelConfig config;
+  std::vector<int> lp_pairs;
+};
+
+ModelConfig base_config(Arch arch, int L, int D, int H, int Hkv, int Dh, int F, int V) {
+  ModelConfig c;
+  c.arch = arch;
+  c.n_layers = L;
+  c.dim = D;
+  c.n_heads = H;
+  c.n_kv_heads = Hkv;
+  c.head_dim = Dh;
+  c.ffn_dim = F;
+  c.vocab_size = V;
+  c.max_context = 512;
+  c.rms_eps = 1e-5f;
+  c.rope_theta = 10000.0f;
+  return c;
+}
+
+ModelConfig llama_gqa() {  // interleaved RoPE (GGUF llama), Llama-3 frequency factors, untied output
+  ModelConfig c = base_config(Arch::Llama, 4, 256, 4, 2, 64, 688, 1000);
+  c.rope_style = RopeStyle::Interleaved;
+  c.rope_theta = 500000.0f;
+  c.rope_freq_factors = llama3_rope_freq_factors(64, c.rope_theta, 8.0f, 1.0f, 4.0f, 64);
+  return c;
+}
+ModelConfig qwen2_bias() {  // QKV bias, head_dim 128, GQA group 3, tied embeddings
+  ModelConfig c = base_config(Arch::Qwen2, 4, 384, 3, 1, 128, 1024, 1002);
+  c.qkv_bias = true;
+  c.tied_embeddings = true;
+  c.rms_eps = 1e-6f;
+  return c;
+}
+ModelConfig qwen3_qk_norm() {  // per-head q/k RMSNorm, H*Dh != D
+  ModelConfig c = base_config(Arch::Qwen3, 4, 256, 4, 2, 128, 512, 998);
+  c.qk_norm = true;
+  return c;
+}
+ModelConfig smollm2_shape() {  // SmolLM2-135M's widths (D 576, 9/3 heads of 64, F 1536, V 49152), 4 layers
+  ModelConfig c = base_config(Arch::Llama, 4, 576, 9, 3, 64, 1536, 49152);
+  c.tied_embeddings = true;
+  c.rope_theta = 100000.0f;
+  return c;
+}
+
+void round_to_bf16(std::vector<float>& v) {
+  for (float& x : v) x = bf16_to_f32(f32_to_bf16(x));
+}
+
+ModelWeights bf16_weights(const Case& c, uint64_t seed) {
+  ModelWeights w = test::random_weights(c.config, seed);
+  round_to_bf16(w.token_embd.data);
+  round_to_bf16(w.output.data);
+  for (LayerWeights& l : w.layers) {
+    for (Matrix* m : {&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_out, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) {
+      round_to_bf16(m->data);
+    }
+  }
+  LpPlan plan;
+  plan.pair_starts = c.lp_pairs;
+  Result<ModelWeights> merged = apply_lp_plan(std::move(w), plan);
+  EXPECT_TRUE(merged.ok()) << merged.message();
+  return std::move(merged).value();
+}
+
+double rel_l2(const float* a, const float* ref, int n) {
+  double num = 0, den = 0;
+  for (int i = 0; i < n; ++i) {
+    const double d = static_cast<double>(a[i]) - ref[i];
+    if (std::isnan(a[i])) return INFINITY;
+    num += d * d;
+    den += static_cast<double>(ref[i]) * ref[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+int argmax(const float* x, int n) { return static_cast<int>(std::max_element(x, x + n) - x); }
+
+std::vector<int32_t> prompt_tokens(int n, int V, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> t(n);
+  for (int32_t& x : t) x = static_cast<int32_t>(rng() % V);
+  return t;
+}
+
+std::unique_ptr<CudaModel> make_cuda(const ModelWeights& w, int max_batch, int max_context, int max_prefill) {
+  CudaModelOptions o;
+  o.max_batch = max_batch;
+  o.max_context = max_context;
+  o.max_prefill = max_prefill;
+  Result<std::unique_ptr<CudaModel>> m = CudaModel::create(w, o);
+  EXPECT_TRUE(m.ok()) << m.message();
+  return m.ok() ? std::move(m).value() : nullptr;
+}
+
+class CudaVsCpu : public ::testing::TestWithParam<Case> {};
+
+// Prefill (all rows' logits) then greedy decode steps, GPU vs CPU, with and without LP.
+TEST_P(CudaVsCpu, LogitsMatchCpu) {
+  const Case& c = GetParam();
+  const ModelWeights w = bf16_weights(c, 7);
+  const int V = c.config.vocab_size;
+  for (int max_prefill : {64, 8}) {  // 8: a 19-token prompt runs as 3 chunks (attention at pos0 > 0)
+    SCOPED_TRACE("max_prefill=" + std::to_string(max_prefill));
+    CpuModel cpu(w, 64);
+    KvCache cache = cpu.new_cache(64);
+    auto gpu = make_cuda(w, 1, 64, max_prefill);
+    ASSERT_TRUE(gpu);
+    const std::vector<int32_t> prompt = prompt_tokens(19, V, 11);
+    std::vector<float> ref, out;
+    ASSERT_TRUE(cpu.forward(prompt.data(), 19, cache, LogitsMode::All, ref).ok());
+    const Status s = gpu->prefill(0, prompt.data(), 19, LogitsMode::All, out);
+    ASSERT_TRUE(s.ok()) << s.message();
+    ASSERT_EQ(out.size(), ref.size());
+    for (int t = 0; t < 19; ++t) {
+      const double e = rel_l2(out.data() + t * V, ref.data() + t * V, V);
+      EXPECT_LT(e, kLogitsRelTol) << "prefill row " << t;
+    }
+    int32_t token = argmax(ref.data() + 18 * V, V);
+    for (int step = 0; step < 6; ++step) {
+      ASSERT_TRUE(cpu.forward(&token, 1, cache, LogitsMode::Last, ref).ok());
+      const Status d = gpu->decode(&token, 1, out);
+      ASSERT_TRUE(d.ok()) << d.message();
+      const double e = rel_l2(out.data(), ref.data(), V);
+      EXPECT_LT(e, kLogitsRelTol) << "decode step " << step;
+      token = argmax(ref.data(), V);
+    }
+  }
+}
+
+// Greedy generation from three prompts: the GPU's tokens equal the CPU's.
+TEST_P(CudaVsCpu, GreedyTokensMatchCpu) {
+  const Case& c = GetParam();
+  const ModelWeights w = bf16_weights(c, 8);
+  const int V = c.config.vocab_size;
+  auto gpu = make_cuda(w, 1, 96, 64);
+  ASSERT_TRUE(gpu);
+  CpuModel cpu(w, 96);
+  for (int p = 0; p < 3; ++p) {
+    const std::vector<int32_t> prompt = prompt_tokens(5 + 7 * p, V, 100 + p);
+    KvCache cache = cpu.new_cache(96);
+    gpu->reset(0);
+    std::vector<float> ref, out;
+    ASSERT_TRUE(cpu.forward(prompt.data(), static_cast<int>(prompt.size()), cache, LogitsMode::Last, ref).ok());
+    ASSERT_TRUE(gpu->prefill(0, prompt.data(), static_cast<int>(prompt.size()), LogitsMode::Last, out).ok());
+    for (int step = 0; step < 12; ++step) {
+      int32_t a = argmax(ref.data(), V), b = argmax(out.data(), V);
+      if (a != b) {
+        std::vector<float> sorted(ref);
+        std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+        ADD_FAILURE() << "prompt " << p << " step " << step << ": cpu token " << a << ", gpu token " << b
+                      << " (cpu top-2 margin " << sorted[0] - sorted[1] << ")";
+        break;
+      }
+      ASSERT_TRUE(cpu.forward(&a, 1, cache, LogitsMode::Last, ref).ok());
+      ASSERT_TRUE(gpu->decode(&b, 1, out).ok());
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CudaVsCpu,
+    ::testing::Values(Case{"llama_gqa", llama_gqa(), {}}, Case{"llama_gqa_lp1", llama_gqa(), {1}},
+                      Case{"qwen2_bias", qwen2_bias(), {}}, Case{"qwen2_bias_lp0_2", qwen2_bias(), {0, 2}},
+                      Case{"qwen3_qk_norm", qwen3_qk_norm(), {}}, Case{"qwen3_qk_norm_lp1", qwen3_qk_norm(), {1}},
+                      Case{"smollm2_shape", smollm2_shape(), {}}, Case{"smollm2_shape_lp1", smollm2_shape(), {1}}),
+    [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
+
+// B sequences decoded together (each at its own position) give each sequence the same
+// tokens as decoding it alone: gemv (B <= 8) and cuBLAS (B > 8) paths.
+TEST(CudaBatch, BatchMatchesSingleSequence) {
+  for (const Case& c : {Case{"llama_gqa_lp1", llama_gqa(), {1}}, Case{"qwen2_bias", qwen2_bias(), {}}}) {
+    SCOPED_TRACE(c.name);
+    const ModelWeights w = bf16_weights(c, 9);
+    const int V = c.config.vocab_size;
+    for (int B : {3, 12}) {
+      SCOPED_TRACE("B=" + std::to_string(B));
+      auto batched = make_cuda(w, B, 64, 64);
+      auto single = make_cuda(w, 1, 64, 64);
+      ASSERT_TRUE(batched && single);
+      std::vector<std::vector<int32_t>> tokens(B);
+      std::vector<int32_t> next(B);
+      std::vector<float> logits;
+      for (int b = 0; b < B; ++b) {
+        const std::vector<int32_t> prompt = prompt_tokens(3 + 2 * b, V, 500 + b);  // different lengths
+        ASSERT_TRUE(batched->prefill(b, prompt.data(), static_cast<int>(prompt.size()), LogitsMode::Last, logits).ok());
+        next[b] = argmax(logits.data(), V);
+      }
+      std::vector<std::vector<float>> batch_logits(B);
+      for (int step = 0; step < 5; ++step) {
+        ASSERT_TRUE(batched->decode(next.data(), B, logits).ok());
+        for (int b = 0; b < B; ++b) {
+          tokens[b].push_back(next[b]);
+          batch_logits[b].insert(batch_logits[b].end(), logits.begin() + b * V, logits.begin() + (b + 1) * V);
+          next[b] = argmax(logits.data() + b * V, V);
+        }
+      }
+      for (int b = 0; b < B; ++b) {
+        single->reset(0);
+        const std::vector<int32_t> prompt = prompt_tokens(3 + 2 * b, V, 500 + b);
+        ASSERT_TRUE(single->prefill(0, prompt.data(), static_cast<int>(prompt.size()), LogitsMode::Last, logits).ok());
+        int32_t token = argmax(logits.data(), V);
+        for (int step = 0; step < 5; ++step) {
+          EXPECT_EQ(token, tokens[b][step]) << "sequence " << b << " step " << step;
+          ASSERT_TRUE(single->decode(&token, 1, logits).ok());
+          EXPECT_LT(rel_l2(batch_logits[b].data() + step * V, logits.data(), V), kBatchRelTol)
+              << "sequence " << b << " step " << step;
+          token = argmax(logits.data(), V);
+        }
+      }
+    }
+  }
+}
+
+// Bad input comes back as an error, not a crash.
+TEST(CudaErrors, RejectsBadInput) {
+  const ModelWeights w = bf16_weights(Case{"llama", llama_gqa(), {}}, 3);
+  auto gpu = make_cuda(w, 2, 16, 16);
+  ASSERT_TRUE(gpu);
+  std::vector<float> logits;
+  const int32_t bad = 5000;
+  EXPECT_FALSE(gpu->prefill(0, &bad, 1, LogitsMode::Last, logits).ok());
+  const std::vector<int32_t> long_prompt(17, 1);
+  EXPECT_FALSE(gpu->prefill(0, long_prompt.data(), 17, LogitsMode::Last, logits).ok());
+  const int32_t two[3] = {1, 2, 3};
+  EXPECT_FALSE(gpu->decode(two, 3, logits).ok());
+  ModelConfig odd = llama_gqa();
+  odd.head_dim = 32;
+  odd.dim = 128;
+  CudaModelOptions o;
+  EXPECT_FALSE(CudaModel::create_random(odd, LpPlan{}, o, 1).ok());
+}
+
+// transformers on the GPU machine as the independent reference: tools/gpu/hf_reference.py
+// writes a random HF checkpoint, its tokens and float32 logits; DUET_HF_REF names the directory.
+TEST(CudaHf, MatchesTransformers) {
+  const char* dir = std::getenv("DUET_HF_REF");
+  if (!dir) GTEST_SKIP() << "DUET_HF_REF not set (run tools/gpu/hf_reference.py first)";
+  for (const std::string sub : {"llama", "qwen2"}) {
+    const std::string path = std::string(dir) + "/" + sub;
+    std::ifstream tok_in(path + "/tokens.txt");
+    if (!tok_in) continue;
+    SCOPED_TRACE(sub);
+    std::vector<int32_t> tokens;
+    for (int32_t t; tok_in >> t;) tokens.push_back(t);
+    Result<ModelWeights> w = load_weights(path);
+    ASSERT_TRUE(w.ok()) << w.message();
+    const int V = w->config.vocab_size, T = static_cast<int>(tokens.size());
+    std::vector<float> ref(static_cast<size_t>(T) * V);
+    std::ifstream lin(path + "/logits.f32", std::ios::binary);
+    ASSERT_TRUE(lin.read(reinterpret_cast<char*>(ref.data()), ref.size() * 4)) << "logits.f32 short";
+    auto gpu = make_cuda(*w, 1, T + 8, 64);
+    ASSERT_TRUE(gpu);
+    std::vector<float> out;
+    ASSERT_TRUE(gpu->prefill(0, tokens.data(), T, LogitsMode::All, out).ok());
+    int agree = 0;
+    double worst = 0;
+    for (int t = 0; t < T; ++t) {
+      worst = std::max(worst, rel_l2(out.data() + t * V, ref.data() + t * V, V));
+      agree += argmax(out.data() + t * V, V) == argmax(ref.data() + t * V, V);
+    }
+    std::printf("[hf %s] worst row rel err %.3g, top-1 agreement %d/%d\n", sub.c_str(), worst, agree, T);
+    EXPECT_LT(worst, kLogitsRelTol);
+    EXPECT_GE(agree, T - 1);
+  }
+}
+
+}  // namespace
+}  // namespace duet
