@@ -1,0 +1,106 @@
+// CPU reference kernels on tiny hand-computed cases (awkward sizes where it matters).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/ops.h"
+
+namespace duet {
+namespace {
+
+TEST(CpuKernels, RmsNormScalesByInverseRmsAndGain) {
+  // Row [3, 4]: mean square 12.5, rsqrt(12.5) = 0.28284271.
+  const std::vector<float> x = {3, 4, 1, 1};
+  const std::vector<float> w = {2, 0.5f};
+  std::vector<float> y(4);
+  cpu::rms_norm(x.data(), w.data(), y.data(), 2, 2, 0.0f);
+  EXPECT_NEAR(y[0], 3 * 0.28284271f * 2, 1e-6);
+  EXPECT_NEAR(y[1], 4 * 0.28284271f * 0.5f, 1e-6);
+  EXPECT_NEAR(y[2], 1 * 2, 1e-6);
+  EXPECT_NEAR(y[3], 1 * 0.5f, 1e-6);
+}
+
+TEST(CpuKernels, MatmulIsXTimesWTransposedPlusBias) {
+  // x [2,3], W [4,3] (awkward N so slices split unevenly), bias [4].
+  const std::vector<float> x = {1, 2, 3, -1, 0, 1};
+  const std::vector<float> w = {1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 1, 1};
+  const std::vector<float> bias = {0.5f, 0, 0, -1};
+  std::vector<float> y(8);
+  cpu::matmul(x.data(), w.data(), bias.data(), y.data(), 2, 4, 3);
+  EXPECT_EQ(y, (std::vector<float>{1.5f, 2, 3, 5, -0.5f, 0, 1, -1}));
+}
+
+TEST(CpuKernels, MatmulLargeNMatchesNaiveSum) {
+  const int T = 3, N = 1001, K = 19;
+  std::vector<float> x(T * K), w(N * K), y(T * N);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.1f * i);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = std::cos(0.07f * i);
+  cpu::matmul(x.data(), w.data(), nullptr, y.data(), T, N, K);
+  for (int t = 0; t < T; ++t) {
+    for (int n = 0; n < N; n += 37) {
+      double ref = 0;
+      for (int k = 0; k < K; ++k) ref += double(x[t * K + k]) * w[n * K + k];
+      EXPECT_NEAR(y[t * N + n], ref, 1e-5);
+    }
+  }
+}
+
+TEST(CpuKernels, RopeRotatesTheConfiguredPairs) {
+  ModelConfig c;
+  c.head_dim = 4;
+  c.rope_theta = 10000.0f;
+  std::vector<float> cos(3 * 2), sin(3 * 2);
+  cpu::rope_table_fill(c, 3, cos.data(), sin.data());
+  // Position 2, frequency i: angle 2 * 10000^(-2i/4) -> i=0: 2 rad, i=1: 0.02 rad.
+  EXPECT_NEAR(cos[2 * 2 + 0], std::cos(2.0), 1e-6);
+  EXPECT_NEAR(sin[2 * 2 + 1], std::sin(0.02), 1e-7);
+
+  const std::vector<float> head = {1, 2, 3, 4};
+  for (RopeStyle style : {RopeStyle::HalfSplit, RopeStyle::Interleaved}) {
+    std::vector<float> x = head;
+    const cpu::RopeTable table{4, 3, style, cos.data(), sin.data()};
+    cpu::rope(x.data(), 1, 1, 2, table);
+    // HalfSplit pairs (0,2), (1,3); Interleaved pairs (0,1), (2,3).
+    const int a0 = 0, b0 = style == RopeStyle::HalfSplit ? 2 : 1;
+    const int a1 = style == RopeStyle::HalfSplit ? 1 : 2, b1 = 3;
+    EXPECT_NEAR(x[a0], head[a0] * std::cos(2.0) - head[b0] * std::sin(2.0), 1e-5);
+    EXPECT_NEAR(x[b0], head[a0] * std::sin(2.0) + head[b0] * std::cos(2.0), 1e-5);
+    EXPECT_NEAR(x[a1], head[a1] * std::cos(0.02) - head[b1] * std::sin(0.02), 1e-5);
+    EXPECT_NEAR(x[b1], head[a1] * std::sin(0.02) + head[b1] * std::cos(0.02), 1e-5);
+  }
+}
+
+TEST(CpuKernels, AttentionIsCausalSoftmaxOverCacheWithGqa) {
+  // H=2 query heads share Hkv=1 KV head, Dh=2, two cached positions.
+  const std::vector<float> k = {1, 0, 0, 1};  // [S=2, 1, 2]
+  const std::vector<float> v = {10, 0, 0, 20};
+  const std::vector<float> q = {0, 0, 2, 0,   // token 0: heads 0,1
+                                0, 0, 2, 0};  // token 1
+  std::vector<float> out(8);
+  cpu::attention_causal(q.data(), k.data(), v.data(), out.data(), 2, 0, 2, 1, 2);
+  // Token 0 sees only position 0: output is v[0] for both heads.
+  EXPECT_FLOAT_EQ(out[0], 10);
+  EXPECT_FLOAT_EQ(out[2], 10);
+  // Token 1, head 0 (q=0): uniform over 2 positions -> (5, 10).
+  EXPECT_NEAR(out[4], 5, 1e-6);
+  EXPECT_NEAR(out[5], 10, 1e-6);
+  // Token 1, head 1 (q=(2,0)): scores (2/sqrt2, 0) -> p0 = sigmoid(sqrt2).
+  const double p0 = 1 / (1 + std::exp(-std::sqrt(2.0)));
+  EXPECT_NEAR(out[6], 10 * p0, 1e-5);
+  EXPECT_NEAR(out[7], 20 * (1 - p0), 1e-5);
+}
+
+TEST(CpuKernels, SiluMulAndAdd) {
+  const std::vector<float> gate = {0, 1, -2}, up = {3, 2, 1};
+  std::vector<float> out(3);
+  cpu::silu_mul(gate.data(), up.data(), out.data(), 3);
+  EXPECT_FLOAT_EQ(out[0], 0);
+  EXPECT_NEAR(out[1], 2 / (1 + std::exp(-1.0)), 1e-6);
+  EXPECT_NEAR(out[2], -2 / (1 + std::exp(2.0)), 1e-6);
+  cpu::add_inplace(out.data(), up.data(), 3);
+  EXPECT_NEAR(out[0], 3, 1e-6);
+}
+
+}  // namespace
+}  // namespace duet
