@@ -2,8 +2,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <random>
 #include <vector>
 
+#include "core/half.h"
+#include "io/dequant.h"
 #include "kernels/ops.h"
 
 namespace duet {
@@ -100,6 +104,47 @@ TEST(CpuKernels, SiluMulAndAdd) {
   EXPECT_NEAR(out[2], -2 / (1 + std::exp(2.0)), 1e-6);
   cpu::add_inplace(out.data(), up.data(), 3);
   EXPECT_NEAR(out[0], 3, 1e-6);
+}
+
+// Random valid blocks: fp16 scale (and min), random quant bytes.
+PackedRows random_packed(DType type, int N, int K, std::mt19937& rng) {
+  const int64_t bytes_per_block = dtype_block_bytes(type), blocks = K / dtype_block_elems(type);
+  PackedRows w{type, blocks * bytes_per_block, std::vector<uint8_t>(size_t(N) * blocks * bytes_per_block)};
+  std::uniform_real_distribution<float> scale(0.01f, 0.1f);
+  for (int64_t b = 0; b < int64_t(N) * blocks; ++b) {
+    uint8_t* block = w.bytes.data() + b * bytes_per_block;
+    for (int64_t j = 0; j < bytes_per_block; ++j) block[j] = uint8_t(rng());
+    const uint16_t d = f32_to_fp16(scale(rng)), m = f32_to_fp16(-scale(rng));
+    std::memcpy(block, &d, 2);
+    if (type == DType::Q4_1) std::memcpy(block + 2, &m, 2);
+  }
+  return w;
+}
+
+// matmul_packed (fused T=1 path and the decode-row path) against decoding the
+// rows and multiplying in double. Two row groups read two different inputs.
+TEST(CpuKernels, MatmulPackedEqualsDecodedRowsTimesGroupedInput) {
+  std::mt19937 rng(5);
+  const int N = 38, K = 96, G = 2;
+  for (DType type : {DType::Q4_0, DType::Q4_1, DType::Q8_0}) {
+    const PackedRows w = random_packed(type, N, K, rng);
+    std::vector<float> decoded(N * K), bias(N);
+    for (int n = 0; n < N; ++n) dequantize_row(type, w.bytes.data() + n * w.row_bytes, decoded.data() + n * K, K);
+    for (float& b : bias) b = std::uniform_real_distribution<float>(-1, 1)(rng);
+    for (int T : {1, 3}) {
+      std::vector<float> x(G * T * K), y(T * N, NAN);
+      for (float& v : x) v = std::uniform_real_distribution<float>(-1, 1)(rng);
+      cpu::matmul_packed(x.data(), G, w, bias.data(), y.data(), T, N, K);
+      for (int t = 0; t < T; ++t) {
+        for (int n = 0; n < N; ++n) {
+          const float* xt = x.data() + (int64_t(n / (N / G)) * T + t) * K;
+          double ref = bias[n];
+          for (int k = 0; k < K; ++k) ref += double(decoded[n * K + k]) * xt[k];
+          EXPECT_NEAR(y[t * N + n], ref, 1e-4) << dtype_name(type) << " T=" << T << " row " << n;
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "model/config.h"
+#include "model/weights.h"
 
 namespace duet::cpu {
 
@@ -17,6 +18,11 @@ void rms_norm_heads(float* x, const float* w, int T, int H, int Dh, float eps);
 
 // matmul: y[T,N] = x[T,K] W[N,K]^T (+ bias[N] when non-null). OpenBLAS sgemm; y must not alias x.
 void matmul(const float* x, const float* w, const float* bias, float* y, int T, int N, int K);
+
+// matmul_packed: y[t,n] = sum_k decode(W)[n,k] * x[g,t,k] (+ bias[n]) with g = n / (N/G): row group g
+// reads input group g. x [G,T,K] f32; W N rows in any checkpoint encoding (decoded exactly); fp32 accumulate.
+// For small T (decode): each row is decoded once into a thread-local buffer and dotted with all T inputs.
+void matmul_packed(const float* x, int G, const PackedRows& w, const float* bias, float* y, int T, int N, int K);
 
 // RopeTable: cos/sin of pos * theta^(-2i/Dh) / freq_factor[i] for pos in [0,S), i in [0,Dh/2).
 struct RopeTable {

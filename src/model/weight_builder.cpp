@@ -30,9 +30,17 @@ class Fetcher {
     return tensor_to_f32(*info);
   }
 
+  // Quantized and 16-bit matrices also keep their encoded rows (PackedRows).
   Result<Matrix> matrix(const std::string& name, int64_t rows, int64_t cols) const {
     DUET_ASSIGN_OR_RETURN(std::vector<float> data, read(name, {rows, cols}));
-    return Matrix{rows, cols, std::move(data)};
+    Matrix m{rows, cols, std::move(data), {}};
+    const TensorInfo* info = lookup_(name);
+    if (info->dtype != DType::F32) {
+      m.packed.type = info->dtype;
+      m.packed.row_bytes = static_cast<int64_t>(info->nbytes / rows);
+      m.packed.bytes.assign(info->data, info->data + info->nbytes);
+    }
+    return m;
   }
 
  private:
@@ -75,6 +83,8 @@ Result<LayerWeights> build_layer(const ModelConfig& c, const Fetcher& f, const T
   DUET_ASSIGN_OR_RETURN(l.ffn_gate, f.matrix(n("ffn_gate"), F, D));
   DUET_ASSIGN_OR_RETURN(l.ffn_up, f.matrix(n("ffn_up"), F, D));
   DUET_ASSIGN_OR_RETURN(l.ffn_down, f.matrix(n("ffn_down"), D, F));
+  l.attn_packed_gains = Matrix{1, D, l.attn_norm, {}};
+  l.ffn_packed_gains = Matrix{1, D, l.ffn_norm, {}};
   return l;
 }
 

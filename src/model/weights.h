@@ -9,14 +9,28 @@
 #include <cstdint>
 #include <vector>
 
+#include "io/dtype.h"
 #include "model/config.h"
 
 namespace duet {
+
+// A matrix's rows in the checkpoint's own block encoding (Q4_0, Q4_1, Q8_0),
+// kept beside the float32 copy so that the CPU decode path streams 4-8x fewer
+// bytes (decode is memory-bound). Decoding a block gives exactly the float32
+// copy's values. Empty for other encodings.
+struct PackedRows {
+  DType type = DType::F32;
+  int64_t row_bytes = 0;
+  std::vector<uint8_t> bytes;  // [rows, row_bytes]
+
+  bool empty() const { return bytes.empty(); }
+};
 
 struct Matrix {
   int64_t rows = 0;
   int64_t cols = 0;
   std::vector<float> data;  // [rows, cols]
+  PackedRows packed;        // same rows in block encoding, or empty
 
   bool empty() const { return data.empty(); }
   float* row(int64_t r) { return data.data() + r * cols; }
@@ -43,6 +57,12 @@ struct LayerWeights {
   Matrix ffn_gate;                 // [F, D]
   Matrix ffn_up;                   // [F, D]
   Matrix ffn_down;                 // [D, F]
+
+  // Norm gains for the packed rows, which cannot have gains folded in: row
+  // group k of attn_q/k/v (resp. ffn_gate/up) reads r(x) * gains[k]. One
+  // group for an ordinary layer (its norm gain), two for a wide layer.
+  Matrix attn_packed_gains;        // [G, D]
+  Matrix ffn_packed_gains;         // [G, D]
 };
 
 struct ModelWeights {

@@ -6,6 +6,53 @@
 #include "kernels/ops.h"
 
 namespace duet {
+namespace {
+
+// Up to this many tokens a step is memory-bound: stream the encoded rows
+// (matmul_packed). Above it, float32 sgemm is compute-efficient.
+constexpr int kPackedMaxTokens = 8;
+
+bool use_packed(const Matrix& w, int T) { return T <= kPackedMaxTokens && !w.packed.empty(); }
+
+const float* bias_or_null(const std::vector<float>& b) { return b.empty() ? nullptr : b.data(); }
+
+// Inputs for packed rows: r(x) * gains[g] for every row group g -> [G, T, D].
+std::vector<float> grouped_inputs(const float* x, const Matrix& gains, int T, int D, float eps) {
+  std::vector<float> normed(static_cast<size_t>(T) * D);
+  cpu::rms_norm(x, nullptr, normed.data(), T, D, eps);
+  std::vector<float> out(static_cast<size_t>(gains.rows) * T * D);
+  for (int64_t g = 0; g < gains.rows; ++g) {
+    for (int t = 0; t < T; ++t) {
+      float* dst = out.data() + (g * T + t) * D;
+      const float* src = normed.data() + static_cast<int64_t>(t) * D;
+      for (int d = 0; d < D; ++d) dst[d] = src[d] * gains.row(g)[d];
+    }
+  }
+  return out;
+}
+
+// y = (normed input) W^T (+ bias): float32 rows read `normed` (gains folded
+// or applied by the norm); encoded rows read the per-group `grouped` inputs.
+void project(const Matrix& w, const std::vector<float>& bias, const float* normed, const std::vector<float>& grouped,
+             int groups, float* y, int T) {
+  if (use_packed(w, T) && !grouped.empty()) {
+    cpu::matmul_packed(grouped.data(), groups, w.packed, bias_or_null(bias), y, T, static_cast<int>(w.rows),
+                       static_cast<int>(w.cols));
+  } else {
+    cpu::matmul(normed, w.data.data(), bias_or_null(bias), y, T, static_cast<int>(w.rows), static_cast<int>(w.cols));
+  }
+}
+
+// y = x W^T for projections that read no norm (attention output, FFN down, logits).
+void project_plain(const Matrix& w, const float* x, float* y, int T) {
+  if (use_packed(w, T)) {
+    cpu::matmul_packed(x, 1, w.packed, nullptr, y, T, static_cast<int>(w.rows), static_cast<int>(w.cols));
+  } else {
+    cpu::matmul(x, w.data.data(), nullptr, y, T, static_cast<int>(w.rows), static_cast<int>(w.cols));
+  }
+}
+
+}  // namespace
 
 CpuModel::CpuModel(const ModelWeights& weights, int max_positions)
     : weights_(weights), max_positions_(max_positions) {
@@ -29,13 +76,17 @@ void CpuModel::attention_block(const LayerWeights& layer, LayerCache& cache, int
       attn(static_cast<size_t>(T) * H * Dh);
   cpu::rms_norm(x, layer.attn_norm.data(), xn.data(), T, D, c.rms_eps);
 
+  const std::vector<float> grouped = use_packed(layer.attn_q, T)
+                                         ? grouped_inputs(x, layer.attn_packed_gains, T, D, c.rms_eps)
+                                         : std::vector<float>();
+  const int groups = static_cast<int>(layer.attn_packed_gains.rows);
+
   // K and V go straight into the cache rows of positions [pos0, pos0+T).
   float* k = cache.k.data() + pos0 * kv_row;
   float* v = cache.v.data() + pos0 * kv_row;
-  auto bias = [](const std::vector<float>& b) { return b.empty() ? nullptr : b.data(); };
-  cpu::matmul(xn.data(), layer.attn_q.data.data(), bias(layer.attn_q_bias), q.data(), T, H * Dh, D);
-  cpu::matmul(xn.data(), layer.attn_k.data.data(), bias(layer.attn_k_bias), k, T, Hkv * Dh, D);
-  cpu::matmul(xn.data(), layer.attn_v.data.data(), bias(layer.attn_v_bias), v, T, Hkv * Dh, D);
+  project(layer.attn_q, layer.attn_q_bias, xn.data(), grouped, groups, q.data(), T);
+  project(layer.attn_k, layer.attn_k_bias, xn.data(), grouped, groups, k, T);
+  project(layer.attn_v, layer.attn_v_bias, xn.data(), grouped, groups, v, T);
   if (!layer.attn_q_norm.empty()) {
     cpu::rms_norm_heads(q.data(), layer.attn_q_norm.data.data(), T, H, Dh, c.rms_eps);
     cpu::rms_norm_heads(k, layer.attn_k_norm.data.data(), T, Hkv, Dh, c.rms_eps);
@@ -45,7 +96,7 @@ void CpuModel::attention_block(const LayerWeights& layer, LayerCache& cache, int
   cpu::rope(q.data(), T, H, pos0, table);
   cpu::rope(k, T, Hkv, pos0, table);
   cpu::attention_causal(q.data(), cache.k.data(), cache.v.data(), attn.data(), T, pos0, H, Hkv, Dh);
-  cpu::matmul(attn.data(), layer.attn_out.data.data(), nullptr, out, T, D, H * Dh);
+  project_plain(layer.attn_out, attn.data(), out, T);
 }
 
 void CpuModel::ffn_block(const LayerWeights& layer, const float* x, int T, float* out) const {
@@ -53,17 +104,21 @@ void CpuModel::ffn_block(const LayerWeights& layer, const float* x, int T, float
   const int D = c.dim, F = layer.ffn_dim;
   std::vector<float> xn(static_cast<size_t>(T) * D), gate(static_cast<size_t>(T) * F), up(static_cast<size_t>(T) * F);
   cpu::rms_norm(x, layer.ffn_norm.data(), xn.data(), T, D, c.rms_eps);
-  cpu::matmul(xn.data(), layer.ffn_gate.data.data(), nullptr, gate.data(), T, F, D);
-  cpu::matmul(xn.data(), layer.ffn_up.data.data(), nullptr, up.data(), T, F, D);
+  const std::vector<float> grouped = use_packed(layer.ffn_gate, T)
+                                         ? grouped_inputs(x, layer.ffn_packed_gains, T, D, c.rms_eps)
+                                         : std::vector<float>();
+  const int groups = static_cast<int>(layer.ffn_packed_gains.rows);
+  project(layer.ffn_gate, {}, xn.data(), grouped, groups, gate.data(), T);
+  project(layer.ffn_up, {}, xn.data(), grouped, groups, up.data(), T);
   cpu::silu_mul(gate.data(), up.data(), gate.data(), static_cast<int64_t>(T) * F);
-  cpu::matmul(gate.data(), layer.ffn_down.data.data(), nullptr, out, T, D, F);
+  project_plain(layer.ffn_down, gate.data(), out, T);
 }
 
 void CpuModel::output_logits(const float* x, int T, float* logits) const {
   const ModelConfig& c = config();
   std::vector<float> xn(static_cast<size_t>(T) * c.dim);
   cpu::rms_norm(x, weights_.output_norm.data(), xn.data(), T, c.dim, c.rms_eps);
-  cpu::matmul(xn.data(), weights_.output_matrix().data.data(), nullptr, logits, T, c.vocab_size, c.dim);
+  project_plain(weights_.output_matrix(), xn.data(), logits, T);
 }
 
 Status CpuModel::forward(const int32_t* tokens, int T, KvCache& cache, LogitsMode mode,

@@ -5,11 +5,13 @@
 // share the KV head (GQA). Inside the block a "key group" of Dh/8 lanes owns one
 // key at a time with 16-byte loads; each group keeps an online softmax, groups
 // are merged through shared memory, and the block writes one partial
-// (max, sum, unnormalised acc). attention_merge_chunks_kernel then merges the
-// chunks of each (query, head). Chunks past the valid length exit at once, so a
+// (max, sum, unnormalised acc); the last block of a (query, KV head) to finish
+// (an atomic counter) merges the chunks, so one kernel does it all. Chunks past
+// the valid length exit at once, so a
 // grid sized for the full cache is fine under a CUDA graph whose positions move.
 #include <cmath>
 
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.cuh"
 
 namespace duet::cuda {
@@ -31,6 +33,8 @@ __device__ __forceinline__ void to_float8(const uint4& u, float* f) {
 template <int kDh, int kGroup>
 __global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(AttentionDecodeArgs a, float scale_log2,
                                                                           int n_chunks) {
+  pdl_wait();
+  pdl_launch_dependents();
   constexpr int kLanes = kDh / 8;             // lanes per key
   constexpr int kKeyGroups = kThreads / kLanes;
   __shared__ float s_acc[kKeyGroups][kGroup][kDh];
@@ -133,34 +137,40 @@ __global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(Attent
       a.part_ml[part * 2 + 1] = sum;
     }
   }
-}
 
-// One block per (head, query), Dh threads: merges the valid chunks' partials into the output row.
-__global__ void attention_merge_chunks_kernel(AttentionDecodeArgs a, int n_chunks) {
-  const int h = blockIdx.x, i = blockIdx.y, d = threadIdx.x;
-  const int len = a.pos[i] + 1;
+  // The last chunk block of this (query, KV head) to finish merges all chunks (no second kernel).
+  __shared__ bool s_last;
+  __threadfence();
+  __syncthreads();
   const int used = (len + a.chunk - 1) / a.chunk;
-  const int64_t part0 = (static_cast<int64_t>(i) * a.H + h) * n_chunks;
-  float mx = -INFINITY;
-  for (int c = 0; c < used; ++c) mx = fmaxf(mx, a.part_ml[(part0 + c) * 2]);
-  float sum = 0, out = 0;
-  for (int c = 0; c < used; ++c) {
-    const float f = exp2f(a.part_ml[(part0 + c) * 2] - mx);
-    sum += a.part_ml[(part0 + c) * 2 + 1] * f;
-    out += a.part_acc[(part0 + c) * a.Dh + d] * f;
+  int* counter = a.chunk_counters + static_cast<int64_t>(i) * a.Hkv + g;
+  if (threadIdx.x == 0) s_last = atomicAdd(counter, 1) == used - 1;
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  for (int e = threadIdx.x; e < kGroup * kDh; e += kThreads) {
+    const int j = e / kDh, d = e % kDh;
+    const int h = g * kGroup + j;
+    const int64_t part0 = (static_cast<int64_t>(i) * a.H + h) * n_chunks;
+    float mx = -INFINITY;
+    for (int c = 0; c < used; ++c) mx = fmaxf(mx, __ldcg(a.part_ml + (part0 + c) * 2));
+    float sum = 0, out = 0;
+    for (int c = 0; c < used; ++c) {
+      const float f = exp2f(__ldcg(a.part_ml + (part0 + c) * 2) - mx);
+      sum += __ldcg(a.part_ml + (part0 + c) * 2 + 1) * f;
+      out += __ldcg(a.part_acc + (part0 + c) * kDh + d) * f;
+    }
+    a.out[(static_cast<int64_t>(i) * a.H + h) * kDh + d] = __float2bfloat16(out / sum);
   }
-  a.out[(static_cast<int64_t>(i) * a.H + h) * a.Dh + d] = __float2bfloat16(out / sum);
+  if (threadIdx.x == 0) *counter = 0;  // ready for the next step (graph replay)
 }
 
 template <int kDh, int kGroup>
 Status launch(const AttentionDecodeArgs& a, cudaStream_t stream) {
   const int n_chunks = (a.S + a.chunk - 1) / a.chunk;
   const float scale_log2 = kLog2e / std::sqrt(static_cast<float>(kDh));
-  attention_decode_chunk_kernel<kDh, kGroup><<<dim3(n_chunks, a.Hkv, a.Nq), kThreads, 0, stream>>>(a, scale_log2,
-                                                                                                  n_chunks);
-  DUET_CUDA_TRY(cudaGetLastError());
-  attention_merge_chunks_kernel<<<dim3(a.H, a.Nq), kDh, 0, stream>>>(a, n_chunks);
-  DUET_CUDA_TRY(cudaGetLastError());
+  DUET_TRY(launch_kernel(attention_decode_chunk_kernel<kDh, kGroup>, dim3(n_chunks, a.Hkv, a.Nq), dim3(kThreads), 0,
+                         stream, a, scale_log2, n_chunks));
   return ok_status();
 }
 

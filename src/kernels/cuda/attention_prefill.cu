@@ -2,13 +2,15 @@
 //
 // One block of 4 warps per (64-query tile, head); each warp owns 16 query rows.
 // Q stays in registers as mma A fragments; K and V tiles of 64 keys are staged
-// in shared memory (rows padded by 16 bytes: conflict-free fragment loads);
+// in shared memory, double-buffered with cp.async (rows padded by 16 bytes:
+// conflict-free fragment loads);
 // S = Q K^T and O += P V run on mma.sync.m16n8k16 (bf16 in, fp32 accumulate)
 // with an online softmax in registers, so no T x T score matrix exists anywhere.
 // V fragments come from ldmatrix.trans. Query tiles are issued longest first
 // (the causal triangle makes late tiles the heaviest).
 #include <cmath>
 
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.cuh"
 
 namespace duet::cuda {
@@ -32,6 +34,13 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t* r, const void* smem)
                : "r"(addr));
 }
 
+// 16-byte global -> shared copy that bypasses registers; zero-fills when !valid.
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(addr), "l"(gmem), "r"(src_bytes) : "memory");
+}
+
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&v);
@@ -43,9 +52,12 @@ __global__ __launch_bounds__(kThreads) void attention_prefill_kernel(const bf16*
                                                                      const bf16* __restrict__ v, bf16* __restrict__ out,
                                                                      int T, int pos0, int H, int Hkv, int S,
                                                                      float scale_log2) {
+  pdl_wait();
+  pdl_launch_dependents();
   constexpr int kLd = kDh + kPad;
-  __shared__ __align__(16) bf16 ks[kBlockK * kLd];
-  __shared__ __align__(16) bf16 vs[kBlockK * kLd];
+  constexpr int kTile = kBlockK * kLd;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* tiles = reinterpret_cast<bf16*>(smem_raw);  // [stage 2][K, V][kBlockK, kLd]
   const int qb = gridDim.x - 1 - blockIdx.x;
   const int h = blockIdx.y, g = h / (H / Hkv);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gr = lane / 4, c = lane % 4;
@@ -71,19 +83,30 @@ __global__ __launch_bounds__(kThreads) void attention_prefill_kernel(const bf16*
   const int n_keys = pos0 + min(T, (qb + 1) * kBlockQ);  // keys visible to the block's last row
   const bf16* kbase = k + static_cast<int64_t>(g) * S * kDh;
   const bf16* vbase = v + static_cast<int64_t>(g) * S * kDh;
-  for (int kb = 0; kb < n_keys; kb += kBlockK) {
-    __syncthreads();
+  // Double-buffered K/V tiles: cp.async of tile i+1 overlaps the math on tile i.
+  auto load_tile = [&](int stage, int kb) {
+    bf16* ks_dst = tiles + stage * 2 * kTile;
+    bf16* vs_dst = ks_dst + kTile;
     for (int e = threadIdx.x; e < kBlockK * kDh / 8; e += kThreads) {
       const int r = e / (kDh / 8), col = (e % (kDh / 8)) * 8;
-      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-      if (kb + r < n_keys) {
-        kv = *reinterpret_cast<const uint4*>(kbase + static_cast<int64_t>(kb + r) * kDh + col);
-        vv = *reinterpret_cast<const uint4*>(vbase + static_cast<int64_t>(kb + r) * kDh + col);
-      }
-      *reinterpret_cast<uint4*>(ks + r * kLd + col) = kv;
-      *reinterpret_cast<uint4*>(vs + r * kLd + col) = vv;
+      const bool valid = kb + r < n_keys;
+      const int64_t row = valid ? kb + r : 0;
+      cp_async_16(ks_dst + r * kLd + col, kbase + row * kDh + col, valid);
+      cp_async_16(vs_dst + r * kLd + col, vbase + row * kDh + col, valid);
+    }
+    asm volatile("cp.async.commit_group;" ::: "memory");
+  };
+  load_tile(0, 0);
+  for (int kb = 0, it = 0; kb < n_keys; kb += kBlockK, ++it) {
+    if (kb + kBlockK < n_keys) {
+      load_tile((it + 1) & 1, kb + kBlockK);
+      asm volatile("cp.async.wait_group 1;" ::: "memory");
+    } else {
+      asm volatile("cp.async.wait_group 0;" ::: "memory");
     }
     __syncthreads();
+    const bf16* ks = tiles + (it & 1) * 2 * kTile;
+    const bf16* vs = ks + kTile;
 
     float s[kBlockK / 8][4];
 #pragma unroll
@@ -152,6 +175,7 @@ __global__ __launch_bounds__(kThreads) void attention_prefill_kernel(const bf16*
         mma_bf16(o[2 * nn + 1], a, b[2], b[3]);
       }
     }
+    __syncthreads();  // the next iteration's load overwrites the stage read here
   }
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
   l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
@@ -179,10 +203,17 @@ Status attention_prefill(const bf16* q, const bf16* k, const bf16* v, bf16* out,
   if (Hkv <= 0 || H % Hkv != 0) return make_error("attention_prefill: H=", H, " not a multiple of Hkv=", Hkv);
   const dim3 grid((T + kBlockQ - 1) / kBlockQ, H);
   const float scale_log2 = kLog2e / std::sqrt(static_cast<float>(Dh));
+  const size_t smem = 2 * 2 * kBlockK * (Dh + kPad) * sizeof(bf16);  // 2 stages of K and V tiles
   if (Dh == 64) {
-    attention_prefill_kernel<64><<<grid, kThreads, 0, stream>>>(q, k, v, out, T, pos0, H, Hkv, S, scale_log2);
+    DUET_CUDA_TRY(cudaFuncSetAttribute(attention_prefill_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem)));
+    DUET_TRY(launch_kernel(attention_prefill_kernel<64>, grid, dim3(kThreads), smem, stream, q, k, v, out, T, pos0, H, Hkv, S,
+                           scale_log2));
   } else if (Dh == 128) {
-    attention_prefill_kernel<128><<<grid, kThreads, 0, stream>>>(q, k, v, out, T, pos0, H, Hkv, S, scale_log2);
+    DUET_CUDA_TRY(cudaFuncSetAttribute(attention_prefill_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem)));
+    DUET_TRY(launch_kernel(attention_prefill_kernel<128>, grid, dim3(kThreads), smem, stream, q, k, v, out, T, pos0, H, Hkv,
+                           S, scale_log2));
   } else {
     return make_error("attention_prefill: head_dim ", Dh, " unsupported (expected 64 or 128)");
   }

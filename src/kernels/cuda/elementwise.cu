@@ -1,6 +1,7 @@
 // Small memory-bound kernels: embedding gather, RMSNorm (f32 -> bf16), SiLU-mul
 // for the cuBLAS path, and hash-based random fills for random-weight models.
 // The decode path (T <= 8) fuses RMSNorm and SiLU-mul into gemv instead (gemv.cu).
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.cuh"
 
 namespace duet::cuda {
@@ -8,6 +9,8 @@ namespace {
 
 __global__ void embed_kernel(const int32_t* __restrict__ tokens, const bf16* __restrict__ table,
                              float* __restrict__ x, int D) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int t = blockIdx.x;
   const bf16* row = table + static_cast<int64_t>(tokens[t]) * D;
   for (int d = threadIdx.x; d < D; d += blockDim.x) x[static_cast<int64_t>(t) * D + d] = __bfloat162float(row[d]);
@@ -27,6 +30,8 @@ __device__ float block_sum(float v, float* scratch) {
 // One block per row.
 __global__ void rms_norm_kernel(const float* __restrict__ x, const float* __restrict__ w, bf16* __restrict__ y,
                                 int D, float eps) {
+  pdl_wait();
+  pdl_launch_dependents();
   __shared__ float scratch[32];
   const float* xr = x + static_cast<int64_t>(blockIdx.x) * D;
   float ss = 0;
@@ -38,6 +43,8 @@ __global__ void rms_norm_kernel(const float* __restrict__ x, const float* __rest
 
 __global__ void silu_mul_interleaved_kernel(const __nv_bfloat162* __restrict__ gu, bf16* __restrict__ h,
                                             int64_t n) {
+  pdl_wait();
+  pdl_launch_dependents();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float2 v = __bfloat1622float2(gu[i]);
@@ -70,21 +77,19 @@ int grid_for(int64_t n, int threads) {
 }  // namespace
 
 Status embed(const int32_t* tokens, const bf16* table, float* x, int T, int D, cudaStream_t stream) {
-  embed_kernel<<<T, 256, 0, stream>>>(tokens, table, x, D);
-  DUET_CUDA_TRY(cudaGetLastError());
+  DUET_TRY(launch_kernel(embed_kernel, dim3(T), dim3(256), 0, stream, tokens, table, x, D));
   return ok_status();
 }
 
 Status rms_norm(const float* x, const float* w, bf16* y, int T, int D, float eps, cudaStream_t stream) {
-  rms_norm_kernel<<<T, 256, 0, stream>>>(x, w, y, D, eps);
-  DUET_CUDA_TRY(cudaGetLastError());
+  DUET_TRY(launch_kernel(rms_norm_kernel, dim3(T), dim3(256), 0, stream, x, w, y, D, eps));
   return ok_status();
 }
 
 Status silu_mul_interleaved(const bf16* gu, bf16* h, int T, int F, cudaStream_t stream) {
   const int64_t n = static_cast<int64_t>(T) * F;
-  silu_mul_interleaved_kernel<<<grid_for(n, 256), 256, 0, stream>>>(reinterpret_cast<const __nv_bfloat162*>(gu), h, n);
-  DUET_CUDA_TRY(cudaGetLastError());
+  DUET_TRY(launch_kernel(silu_mul_interleaved_kernel, dim3(grid_for(n, 256)), dim3(256), 0, stream,
+                         reinterpret_cast<const __nv_bfloat162*>(gu), h, n));
   return ok_status();
 }
 

@@ -12,6 +12,7 @@
 // Preconditions: N even, K % 8 == 0, 16-byte aligned W, in and out.
 #include <algorithm>
 
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.cuh"
 
 namespace duet::cuda {
@@ -48,10 +49,24 @@ template <int kRows, GemvInput kIn, GemvOutput kOut>
 __global__ __launch_bounds__(kThreads) void gemv_kernel(const bf16* __restrict__ w, const void* __restrict__ in,
                                                         const float* __restrict__ norm_w, float eps,
                                                         void* __restrict__ out, int N, int K, int rows) {
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  // W does not depend on the previous kernel: start pulling this warp's first rows into L2
+  // before waiting on it, so the weight stream overlaps the previous kernel's tail (PDL).
+  {
+    const int row = (blockIdx.x * kWarps + warp) * 2;
+    if (row < N) {
+      const char* w0 = reinterpret_cast<const char*>(w + static_cast<int64_t>(row) * K);
+      for (int c = lane; c < min(K / 8, 2 * 32 * kUnroll); c += 32) {
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(w0 + 16 * c));
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(w0 + 2 * static_cast<int64_t>(K) + 16 * c));
+      }
+    }
+  }
+  pdl_wait();
+  pdl_launch_dependents();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* xs = reinterpret_cast<bf16*>(smem_raw);  // [kRows, K]
   __shared__ float red[kWarps][kRows];
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
 
   // Stage the input rows as bf16 (normalised first for F32RmsNorm).
   if constexpr (kIn == GemvInput::F32RmsNorm) {
@@ -175,8 +190,8 @@ Status launch(const GemvArgs& a, cudaStream_t stream) {
   DUET_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
   const int needed = (a.N + 2 * kWarps - 1) / (2 * kWarps);
   const int grid = std::max(1, std::min(needed, std::max(per_sm, 1) * sm_count()));
-  kernel<<<grid, kThreads, smem, stream>>>(a.w, a.in, a.norm_w, a.eps, a.out, a.N, a.K, a.T);
-  DUET_CUDA_TRY(cudaGetLastError());
+  DUET_TRY(launch_kernel(kernel, dim3(grid), dim3(kThreads), smem, stream, a.w, a.in, a.norm_w, a.eps, a.out, a.N, a.K,
+                         a.T));
   return ok_status();
 }
 

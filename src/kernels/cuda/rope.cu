@@ -1,12 +1,15 @@
 // rope_qkv_write: everything between the QKV projection and attention in one
 // kernel: bias, per-head q/k RMSNorm (qwen3), RoPE, and the K/V cache write.
 // One block per (head of the fused q|k|v row, token), Dh threads.
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.cuh"
 
 namespace duet::cuda {
 namespace {
 
 __global__ void rope_qkv_write_kernel(RopeQkvArgs a) {
+  pdl_wait();
+  pdl_launch_dependents();
   extern __shared__ float vals[];  // [Dh]
   __shared__ float red[4];
   const int head = blockIdx.x, t = blockIdx.y, d = threadIdx.x;
@@ -61,8 +64,7 @@ __global__ void rope_qkv_write_kernel(RopeQkvArgs a) {
 Status rope_qkv_write(const RopeQkvArgs& args, cudaStream_t stream) {
   if (args.Dh % 32 != 0 || args.Dh > 128) return make_error("rope_qkv_write: head_dim ", args.Dh, " unsupported (expected 32, 64, 96 or 128)");
   const dim3 grid(args.H + 2 * args.Hkv, args.T);
-  rope_qkv_write_kernel<<<grid, args.Dh, args.Dh * sizeof(float), stream>>>(args);
-  DUET_CUDA_TRY(cudaGetLastError());
+  DUET_TRY(launch_kernel(rope_qkv_write_kernel, grid, dim3(args.Dh), args.Dh * sizeof(float), stream, args));
   return ok_status();
 }
 

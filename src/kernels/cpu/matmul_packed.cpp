@@ -1,0 +1,133 @@
+// matmul_packed: the decode-time GEMV over weights kept in the checkpoint's
+// block encoding. Decode is memory-bound, so reading Q4_1 rows (0.625 bytes a
+// weight) instead of float32 (4 bytes) is where CPU decode speed comes from.
+//
+// T == 1 with Q4_0/Q4_1/Q8_0 rows takes a fused AVX2 path that never writes
+// the decoded row: a block's dot product is d * sum(q_j x_j) + m * sum(x_j),
+// with sum(x_j) per block computed once per call. Everything else decodes
+// each row once with the loader's exact decoder and dots it with the T inputs.
+// Both agree with the float32 path up to summation order (tests/lp_test.cpp).
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "core/half.h"
+#include "io/dequant.h"
+#include "kernels/ops.h"
+
+namespace duet::cpu {
+namespace {
+
+float load_fp16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return fp16_to_f32(h);
+}
+
+float horizontal_sum(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+// q (8 unsigned bytes in the low half of a 128-bit lane) as floats.
+inline __m256 u8x8_to_f32(__m128i q) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)); }
+
+// sum_j q_j x_j over one 32-element block of 4-bit values: byte j holds element
+// j (low nibble) and j+16 (high nibble).
+inline __m256 nibble_block_dot(const uint8_t* qs, const float* x) {
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i mask = _mm_set1_epi8(0x0F);
+  const __m128i lo = _mm_and_si128(bytes, mask);
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+  __m256 acc = _mm256_mul_ps(u8x8_to_f32(lo), _mm256_loadu_ps(x));
+  acc = _mm256_fmadd_ps(u8x8_to_f32(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(x + 8), acc);
+  acc = _mm256_fmadd_ps(u8x8_to_f32(hi), _mm256_loadu_ps(x + 16), acc);
+  return _mm256_fmadd_ps(u8x8_to_f32(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x + 24), acc);
+}
+
+// sum_j q_j x_j over one block of 32 signed bytes.
+inline __m256 int8_block_dot(const int8_t* qs, const float* x) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int i = 0; i < 32; i += 8) {
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + i));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_loadu_ps(x + i), acc);
+  }
+  return acc;
+}
+
+// One row of `blocks` blocks dotted with x; xsum[b] = sum of x over block b.
+float fused_row_dot(DType type, const uint8_t* row, const float* x, const float* xsum, int64_t blocks) {
+  __m256 acc = _mm256_setzero_ps();
+  float offsets = 0;
+  switch (type) {
+    case DType::Q4_1:  // { f16 d; f16 m; u8 qs[16] }: y = q d + m
+      for (int64_t b = 0; b < blocks; ++b, row += 20) {
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(load_fp16(row)), nibble_block_dot(row + 4, x + 32 * b), acc);
+        offsets += load_fp16(row + 2) * xsum[b];
+      }
+      break;
+    case DType::Q4_0:  // { f16 d; u8 qs[16] }: y = (q - 8) d
+      for (int64_t b = 0; b < blocks; ++b, row += 18) {
+        const float d = load_fp16(row);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), nibble_block_dot(row + 2, x + 32 * b), acc);
+        offsets -= 8 * d * xsum[b];
+      }
+      break;
+    default:  // Q8_0 { f16 d; i8 qs[32] }: y = q d
+      for (int64_t b = 0; b < blocks; ++b, row += 34) {
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(load_fp16(row)),
+                              int8_block_dot(reinterpret_cast<const int8_t*>(row + 2), x + 32 * b), acc);
+      }
+      break;
+  }
+  return horizontal_sum(acc) + offsets;
+}
+
+bool has_fused_path(DType type) { return type == DType::Q4_0 || type == DType::Q4_1 || type == DType::Q8_0; }
+
+void matvec_fused(const float* x, int G, const PackedRows& w, const float* bias, float* y, int N, int K) {
+  const int64_t blocks = K / 32;
+  std::vector<float> xsum(static_cast<size_t>(G) * blocks);
+  for (int64_t i = 0; i < G * blocks; ++i) {
+    float s = 0;
+    for (int j = 0; j < 32; ++j) s += x[i * 32 + j];
+    xsum[i] = s;
+  }
+  const int rows_per_group = N / G;
+#pragma omp parallel for schedule(static, 16)
+  for (int n = 0; n < N; ++n) {
+    const int g = n / rows_per_group;
+    const float dot = fused_row_dot(w.type, w.bytes.data() + static_cast<int64_t>(n) * w.row_bytes,
+                                    x + static_cast<int64_t>(g) * K, xsum.data() + g * blocks, blocks);
+    y[n] = dot + (bias ? bias[n] : 0.0f);
+  }
+}
+
+}  // namespace
+
+void matmul_packed(const float* x, int G, const PackedRows& w, const float* bias, float* y, int T, int N, int K) {
+  if (T == 1 && has_fused_path(w.type)) return matvec_fused(x, G, w, bias, y, N, K);
+  const int rows_per_group = N / G;
+#pragma omp parallel
+  {
+    std::vector<float> row(K);
+#pragma omp for schedule(static, 16)
+    for (int n = 0; n < N; ++n) {
+      dequantize_row(w.type, w.bytes.data() + static_cast<int64_t>(n) * w.row_bytes, row.data(), K);
+      const float* xg = x + static_cast<int64_t>(n / rows_per_group) * T * K;
+      for (int t = 0; t < T; ++t) {
+        const float* xt = xg + static_cast<int64_t>(t) * K;
+        float acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int k = 0; k < K; ++k) acc += row[k] * xt[k];
+        y[static_cast<int64_t>(t) * N + n] = acc + (bias ? bias[n] : 0.0f);
+      }
+    }
+  }
+}
+
+}  // namespace duet::cpu
