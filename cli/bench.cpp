@@ -6,6 +6,7 @@
 // on shapes only) or a model file. Progress on stderr, table on stdout, JSON
 // with --json.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>

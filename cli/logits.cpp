@@ -33,10 +33,9 @@ void run(const LogitsOptions& o) {
 
 void add_logits_command(CLI::App& app) {
   auto options = std::make_shared<LogitsOptions>();
-  CLI::App* cmd = app.add_subcommand(
-      "logits",
-      "write float32 logits [T, V] for every prompt position to a .npy file. The prompt is tokenized with "
-      "special-token text parsed; no BOS token is added unless --bos is given.");
+  CLI::App* cmd = app.add_subcommand("logits", "write float32 logits [T, V] of every prompt position to .npy");
+  cmd->footer("The prompt is tokenized with special-token text (e.g. <|im_start|>) parsed. No BOS token is added "
+              "unless --bos is given.");
   options->model.add_to(*cmd, /*with_ctx=*/false);
   cmd->add_option("--prompt", options->prompt, "prompt text")->required();
   cmd->add_option("-o,--output", options->output, "output .npy path")->required();

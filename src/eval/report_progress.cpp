@@ -24,7 +24,8 @@ void ProgressBar::update(int64_t done, int64_t total, const std::string& unit) {
   const double fraction = total > 0 ? static_cast<double>(done) / total : 1.0;
   const int filled = static_cast<int>(fraction * kWidth);
   const double seconds = std::chrono::duration<double>(now - start_).count();
-  const double rate = seconds > 0 ? done / seconds : 0;
+  // A rate from the first fraction of a second is noise (the bar may start late).
+  const double rate = seconds > 0.5 ? done / seconds : 0;
   const double eta = rate > 0 ? (total - done) / rate : 0;
   std::fprintf(stderr, "\r%s [%s%s] %3d%%  %s/%s %s  %s %s/s  %s %.0fs   ", label_.c_str(),
                std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(),

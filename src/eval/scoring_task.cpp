@@ -36,14 +36,17 @@ std::string item_record_json(const std::string& task, const ItemRecord& record) 
   j["task"] = task;
   j["id"] = record.id;
   j["label"] = record.label;
-  auto& loglik = j["loglik"] = nlohmann::ordered_json::array();
-  auto& n_tokens = j["n_tokens"] = nlohmann::ordered_json::array();
-  auto& greedy = j["greedy"] = nlohmann::ordered_json::array();
+  std::vector<double> loglik;
+  std::vector<int> n_tokens;
+  std::vector<bool> greedy;
   for (const RequestScore& s : record.scores) {
     loglik.push_back(s.loglik);
     n_tokens.push_back(s.n_tokens);
     greedy.push_back(s.greedy);
   }
+  j["loglik"] = loglik;
+  j["n_tokens"] = n_tokens;
+  j["greedy"] = greedy;
   j["pred"] = record.outcome.prediction;
   j["pred_norm"] = record.outcome.prediction_norm;
   return j.dump();

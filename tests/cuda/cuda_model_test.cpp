@@ -6,9 +6,12 @@
 // Tolerances, one table:
 //   kLogitsRelTol  ||gpu - ref|| / ||ref|| per logits row: bf16 activations
 //                  (relative rounding 2^-9 per stored tensor, ~10 per layer).
-//   kBatchRelTol   B sequences together vs each alone: the same kernels except
-//                  the flash-decoding chunk size (depends on B) and cuBLAS
-//                  instead of gemv above 8 rows, so only summation order moves.
+//   kBatchRelTol   B <= 8 sequences together vs each alone: the same kernels
+//                  except the flash-decoding chunk size (depends on B), so only
+//                  summation order moves.
+//   kBatchCublasRelTol  B > 8: cuBLAS instead of gemv, which also rounds the
+//                  gate/up product to bf16 before SiLU (gemv fuses SiLU-mul in
+//                  fp32): one more bf16 rounding per layer, measured 0.4-0.6%.
 // Greedy tokens must match exactly (ties closer than the tolerance are reported).
 #include <gtest/gtest.h>
 
@@ -34,6 +37,7 @@ namespace {
 
 constexpr double kLogitsRelTol = 3e-2;
 constexpr double kBatchRelTol = 2e-3;
+constexpr double kBatchCublasRelTol = 1e-2;
 
 struct Case {
   std::string name;
@@ -243,7 +247,7 @@ TEST(CudaBatch, BatchMatchesSingleSequence) {
         for (int step = 0; step < 5; ++step) {
           EXPECT_EQ(token, tokens[b][step]) << "sequence " << b << " step " << step;
           ASSERT_TRUE(single->decode(&token, 1, logits).ok());
-          EXPECT_LT(rel_l2(batch_logits[b].data() + step * V, logits.data(), V), kBatchRelTol)
+          EXPECT_LT(rel_l2(batch_logits[b].data() + step * V, logits.data(), V), B <= 8 ? kBatchRelTol : kBatchCublasRelTol)
               << "sequence " << b << " step " << step;
           token = argmax(logits.data(), V);
         }

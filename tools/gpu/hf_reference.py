@@ -34,6 +34,13 @@ def make(name, model):
     d = os.path.join(out_dir, name)
     os.makedirs(d, exist_ok=True)
     model.save_pretrained(d, safe_serialization=True)
+    # transformers 5 writes RoPE settings under "rope_parameters"; Hub checkpoints (and duet's
+    # HF loader) use the top-level "rope_theta", so write that form too.
+    import json
+    cfg_path = os.path.join(d, "config.json")
+    cfg = json.load(open(cfg_path))
+    cfg.setdefault("rope_theta", model.config.rope_parameters["rope_theta"] if hasattr(model.config, "rope_parameters") and model.config.rope_parameters else 10000.0)
+    json.dump(cfg, open(cfg_path, "w"), indent=2)
     model = model.cuda().eval()
     tokens = torch.randint(0, model.config.vocab_size, (24,))
     with torch.no_grad():

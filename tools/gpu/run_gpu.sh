@@ -25,9 +25,8 @@ if [[ $mode == check || $mode == all ]]; then
   echo "== transformers reference"
   python3 tools/gpu/hf_reference.py /tmp/duet_hfref 2>&1 | grep -v Warning | tee "$OUT/hf_reference.log" || status=1
   echo "== duet_cuda_tests"
-  DUET_HF_REF=/tmp/duet_hfref "$BIN/duet_cuda_tests" 2>&1 | tee "$OUT/cuda_tests.log" | \
-    grep -E "^\[  (FAILED|PASSED|  OK) |\[hf |Failure|error|Expected|Which is|rel err|token" | head -80
-  [[ ${PIPESTATUS[0]} == 0 ]] || status=1
+  DUET_HF_REF=/tmp/duet_hfref "$BIN/duet_cuda_tests" > "$OUT/cuda_tests.log" 2>&1 || status=1
+  grep -E "^\[ +(OK|FAILED|PASSED|SKIPPED) |^\[hf |Failure" "$OUT/cuda_tests.log" | head -60
 fi
 
 if [[ $mode == bench || $mode == all ]]; then

@@ -63,7 +63,7 @@ class CudaModel {
   // One token for each of sequences 0..B-1, each at its own position length(b). logits: [B, V].
   Status decode(const int32_t* tokens, int B, std::vector<float>& logits);
 
-  // Bench: median-free mean device time of `steps` decode steps of B sequences at their current
+  // Bench: mean device time of `steps` decode steps of B sequences at their current
   // lengths (graph replays, positions held fixed, no host copies), in milliseconds.
   Result<double> time_decode(int B, int warmup, int steps);
   // Bench: mean device time of a T-token prefill of sequence 0 from position 0, in milliseconds.

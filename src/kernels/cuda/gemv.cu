@@ -11,6 +11,7 @@
 // Chosen by the model when gemv_supported(T, K); otherwise cuBLAS (gemm.cu).
 // Preconditions: N even, K % 8 == 0, 16-byte aligned W, in and out.
 #include <algorithm>
+#include <cstdlib>
 
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.cuh"
@@ -48,13 +49,14 @@ __device__ __forceinline__ float dot8(const uint4& a, const uint4& b, float acc)
 template <int kRows, GemvInput kIn, GemvOutput kOut>
 __global__ __launch_bounds__(kThreads) void gemv_kernel(const bf16* __restrict__ w, const void* __restrict__ in,
                                                         const float* __restrict__ norm_w, float eps,
-                                                        void* __restrict__ out, int N, int K, int rows) {
+                                                        void* __restrict__ out, int N, int K, int rows,
+                                                        bool prefetch_w) {
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  // W does not depend on the previous kernel: start pulling this warp's first rows into L2
-  // before waiting on it, so the weight stream overlaps the previous kernel's tail (PDL).
+  // W does not depend on the previous kernel: optionally start pulling this warp's first rows
+  // into L2 before waiting on it (DUET_GEMV_PREFETCH=1; measured in bench/RESULTS.md).
   {
     const int row = (blockIdx.x * kWarps + warp) * 2;
-    if (row < N) {
+    if (prefetch_w && row < N) {
       const char* w0 = reinterpret_cast<const char*>(w + static_cast<int64_t>(row) * K);
       for (int c = lane; c < min(K / 8, 2 * 32 * kUnroll); c += 32) {
         asm volatile("prefetch.global.L2 [%0];" ::"l"(w0 + 16 * c));
@@ -190,8 +192,12 @@ Status launch(const GemvArgs& a, cudaStream_t stream) {
   DUET_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
   const int needed = (a.N + 2 * kWarps - 1) / (2 * kWarps);
   const int grid = std::max(1, std::min(needed, std::max(per_sm, 1) * sm_count()));
+  static const bool prefetch = [] {
+    const char* env = std::getenv("DUET_GEMV_PREFETCH");
+    return env && env[0] == '1';
+  }();
   DUET_TRY(launch_kernel(kernel, dim3(grid), dim3(kThreads), smem, stream, a.w, a.in, a.norm_w, a.eps, a.out, a.N, a.K,
-                         a.T));
+                         a.T, prefetch));
   return ok_status();
 }
 

@@ -79,10 +79,9 @@ Status rope_qkv_write(const RopeQkvArgs& args, cudaStream_t stream);
 
 // attention_decode_split_kv (flash-decoding): for each query i, out[i,h,:] = softmax_s(q[i,h,:].k[s]/sqrt(Dh)) v[s]
 // over the valid cache positions s in [0, pos[i]] of sequence slot[i], KV head h / (H/Hkv). Keys are cut
-// into chunks of `chunk` positions, one block per (chunk, KV head, query); the last block to finish merges.
+// into chunks of `chunk` positions, one block per (chunk, KV head, query); a second kernel merges the chunks.
 // q [Nq,H,Dh] bf16; caches [slots,Hkv,S,Dh] bf16; out [Nq,H*Dh] bf16; part_acc [Nq,H,n_chunks,Dh] f32,
-// part_ml [Nq,H,n_chunks,2] f32 scratch with n_chunks = ceil(S / chunk); chunk_counters [Nq,Hkv] int32,
-// zero before the first call and left zero after each. Dh in {64, 128}; H/Hkv <= 8.
+// part_ml [Nq,H,n_chunks,2] f32 scratch with n_chunks = ceil(S / chunk). Dh in {64, 128}; H/Hkv <= 8.
 struct AttentionDecodeArgs {
   const bf16* q = nullptr;
   const bf16* k_cache = nullptr;
@@ -92,7 +91,6 @@ struct AttentionDecodeArgs {
   bf16* out = nullptr;
   float* part_acc = nullptr;
   float* part_ml = nullptr;
-  int* chunk_counters = nullptr;
   int Nq = 0, H = 0, Hkv = 0, Dh = 0, S = 0, chunk = 0;
 };
 Status attention_decode_split_kv(const AttentionDecodeArgs& args, cudaStream_t stream);
