@@ -28,33 +28,10 @@ DATA_FILES = {
 
 
 def make_f32(src, dst):
-    """Dequantizes every tensor of a GGUF to F32 (same metadata)."""
-    import gguf
-    r = gguf.GGUFReader(src)
-    arch = r.fields["general.architecture"]
-    w = gguf.GGUFWriter(dst, arch=bytes(arch.parts[arch.data[0]]).decode())
-    for name, field in r.fields.items():
-        if name.startswith("GGUF.") or name == "general.architecture":
-            continue
-        t = field.types[0]
-        if t == gguf.GGUFValueType.ARRAY:
-            sub = field.types[1]
-            if sub == gguf.GGUFValueType.STRING:
-                vals = [bytes(field.parts[i]).decode("utf-8", errors="surrogateescape") for i in field.data]
-            else:
-                vals = [field.parts[i].tolist()[0] for i in field.data]
-            w.add_key_value(name, vals, t, sub_type=sub)
-        elif t == gguf.GGUFValueType.STRING:
-            w.add_key_value(name, bytes(field.parts[field.data[0]]).decode("utf-8"), t)
-        else:
-            w.add_key_value(name, field.parts[field.data[0]].tolist()[0], t)
-    for t in r.tensors:
-        data = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
-        w.add_tensor(t.name, data, raw_dtype=gguf.GGMLQuantizationType.F32)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    """Dequantizes every tensor of a GGUF to F32 (same metadata): tools/ref/gguf_to_f32.py."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import gguf_to_f32
+    gguf_to_f32.main(src, dst)
 
 
 def requests(task, item):
