@@ -40,7 +40,9 @@ struct Column {
 Column measure(const std::string& name, const ModelWeights& weights, const Tokenizer& tokenizer,
                const DemoOptions& o) {
   std::fprintf(stderr, "demo: running %s (depth %d)...\n", name.c_str(), weights.depth());
-  Column col{name, weights.depth()};
+  Column col;
+  col.name = name;
+  col.depth = weights.depth();
   const std::vector<int32_t> text_tokens = tokenizer.encode(kDemoText, tokenizer.add_bos_default(), false);
   const std::string chat = value_or_fail(tokenizer.apply_chat_template({{"user", kDemoPrompt}}, true));
   const std::vector<int32_t> prompt = tokenizer.encode(chat, tokenizer.add_bos_default(), true);

@@ -257,5 +257,16 @@ TEST_F(FormatErrors, GgufHeadsNotDividingKvHeads) {
   EXPECT_NE(error.find("not a multiple of 3 KV heads"), std::string::npos) << error;
 }
 
+TEST(HfConfig, ReadsRopeParametersOfTransformers5) {
+  // transformers >= 5 nests theta and scaling under "rope_parameters".
+  auto c = config_from_hf_json(R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 96,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
+    "rope_parameters": {"rope_theta": 500000.0, "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                        "high_freq_factor": 4.0, "original_max_position_embeddings": 64}})");
+  ASSERT_TRUE(c.ok()) << c.message();
+  EXPECT_EQ(c->rope_theta, 500000.0f);
+  EXPECT_EQ(c->rope_freq_factors, llama3_rope_freq_factors(16, 500000.0f, 8.0f, 1.0f, 4.0f, 64));
+}
+
 }  // namespace
 }  // namespace duet

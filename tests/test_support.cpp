@@ -77,7 +77,7 @@ namespace {
 
 Matrix random_matrix(std::mt19937_64& rng, int64_t rows, int64_t cols, float scale) {
   std::normal_distribution<float> normal(0.0f, scale);
-  Matrix m{rows, cols, std::vector<float>(rows * cols)};
+  Matrix m{rows, cols, std::vector<float>(rows * cols), {}};
   for (float& v : m.data) v = normal(rng);
   return m;
 }

@@ -73,9 +73,12 @@ Result<ModelConfig> config_from_hf_json(const std::string& config_json) {
     c.head_dim = value_or<int>(j, "head_dim", c.dim / c.n_heads);
     c.max_context = value_or<int>(j, "max_position_embeddings", 2048);
     c.rms_eps = value_or<float>(j, "rms_norm_eps", 1e-6f);
-    c.rope_theta = value_or<float>(j, "rope_theta", 10000.0f);
     c.tied_embeddings = value_or<bool>(j, "tie_word_embeddings", false);
-    DUET_TRY(apply_rope_scaling(j.contains("rope_scaling") ? j["rope_scaling"] : json(), c));
+    // transformers >= 5 writes theta and scaling together under "rope_parameters";
+    // older configs have a top-level "rope_theta" and "rope_scaling".
+    const json rope = j.contains("rope_parameters") && j["rope_parameters"].is_object() ? j["rope_parameters"] : json();
+    c.rope_theta = value_or<float>(j, "rope_theta", rope.is_null() ? 10000.0f : value_or<float>(rope, "rope_theta", 10000.0f));
+    DUET_TRY(apply_rope_scaling(j.contains("rope_scaling") && !j["rope_scaling"].is_null() ? j["rope_scaling"] : rope, c));
     DUET_TRY(validate_config(c));
     return c;
   } catch (const json::exception& e) {

@@ -50,7 +50,7 @@ class Fetcher {
 // Per-head norm gain [Dh] repeated into the per-head table [heads, Dh] that
 // wide layers need (each half keeps its own gains).
 Matrix head_gain_table(const std::vector<float>& gain, int heads) {
-  Matrix out{heads, static_cast<int64_t>(gain.size()), {}};
+  Matrix out{heads, static_cast<int64_t>(gain.size()), {}, {}};
   for (int h = 0; h < heads; ++h) out.data.insert(out.data.end(), gain.begin(), gain.end());
   return out;
 }
