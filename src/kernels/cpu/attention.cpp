@@ -14,7 +14,9 @@ void attention_causal(const float* q, const float* k, const float* v, float* out
   const int group = H / Hkv;
   const int64_t kv_stride = static_cast<int64_t>(Hkv) * Dh;
   const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
-#pragma omp parallel
+  // A decode step's few heads over a short cache finish before a second thread would wake.
+  const int64_t work = static_cast<int64_t>(T) * H * (pos0 + T) * Dh;
+#pragma omp parallel if (work >= (int64_t(1) << 18))
   {
     std::vector<float> scores(pos0 + T);
 #pragma omp for collapse(2) schedule(dynamic, 4)
