@@ -22,6 +22,24 @@ class CudaDecoder final : public Decoder {
   int vocab_size() const override { return model_->config().vocab_size; }
   std::string device_name() const override { return "cuda (" + cuda_device_name() + ", bf16)"; }
 
+  // Log-softmax on the GPU: 8 bytes per position come back instead of a row of V logits.
+  Status score_sequences(const std::vector<std::vector<int32_t>>& sequences,
+                         std::vector<SequenceScores>& scores) override {
+    scores.assign(sequences.size(), {});
+    for (size_t s = 0; s < sequences.size(); ++s) {
+      const std::vector<int32_t>& tokens = sequences[s];
+      if (tokens.size() < 2) return make_error("score_sequences: sequence ", s, " has fewer than 2 tokens");
+      if (static_cast<int>(tokens.size()) > capacity_) {
+        return make_error("sequence of ", tokens.size(), " tokens exceeds the context of ", capacity_);
+      }
+      scores[s].log_probs.resize(tokens.size() - 1);
+      scores[s].argmax.resize(tokens.size() - 1);
+      DUET_TRY(model_->score(0, tokens.data(), static_cast<int>(tokens.size()), scores[s].log_probs.data(),
+                             scores[s].argmax.data()));
+    }
+    return ok_status();
+  }
+
  private:
   std::unique_ptr<CudaModel> model_;
   int capacity_;

@@ -525,6 +525,51 @@ Status CudaModel::prefill(int seq, const int32_t* tokens, int T, LogitsMode mode
   return ok_status();
 }
 
+Status CudaModel::score(int seq, const int32_t* tokens, int T, float* log_probs, int32_t* argmax) {
+  Impl& m = *impl_;
+  if (T < 2) return make_error("score: a sequence needs at least 2 tokens, got ", T);
+  reset(seq);
+  if (T - 1 > max_context()) return make_error(T, " tokens do not fit the context of ", max_context(), " positions");
+  for (int t = 0; t < T; ++t) {
+    if (tokens[t] < 0 || tokens[t] >= m.config.vocab_size) {
+      return make_error("token id ", tokens[t], " is outside the vocabulary [0, ", m.config.vocab_size, ")");
+    }
+  }
+  // Row t of the logits predicts token t+1: targets are the tokens shifted by one.
+  int32_t* targets = nullptr;
+  float* dev_log_probs = nullptr;
+  int32_t* dev_argmax = nullptr;
+  DUET_CUDA_TRY(cudaMallocAsync(&targets, T * sizeof(int32_t), m.stream));
+  DUET_CUDA_TRY(cudaMallocAsync(&dev_log_probs, T * sizeof(float), m.stream));
+  DUET_CUDA_TRY(cudaMallocAsync(&dev_argmax, T * sizeof(int32_t), m.stream));
+  DUET_CUDA_TRY(cudaMemcpyAsync(targets, tokens + 1, (T - 1) * sizeof(int32_t), cudaMemcpyHostToDevice, m.stream));
+  // The last token predicts nothing, so only tokens [0, T-1) run.
+  const int rows_to_score = T - 1;
+  for (int start = 0; start < rows_to_score; start += m.opt.max_prefill) {
+    const int n = std::min(m.opt.max_prefill, rows_to_score - start);
+    const int pos0 = m.lengths[seq];
+    std::vector<int32_t> tok(tokens + start, tokens + start + n), pos(n), slot(n, seq);
+    for (int t = 0; t < n; ++t) pos[t] = pos0 + t;
+    DUET_TRY(m.stage_rows(tok, pos, slot));
+    DUET_TRY(m.enqueue_layers(n, false, seq, pos0));
+    m.lengths[seq] += n;
+    for (int r = 0; r < n; r += m.logit_rows_cap) {
+      const int rows = std::min(m.logit_rows_cap, n - r);
+      DUET_TRY(m.enqueue_logits(r, rows));
+      DUET_TRY(cuda::token_log_probs(m.logits, rows, m.config.vocab_size, targets + start + r,
+                                     dev_log_probs + start + r, dev_argmax + start + r, m.stream));
+    }
+  }
+  DUET_CUDA_TRY(cudaMemcpyAsync(log_probs, dev_log_probs, (T - 1) * sizeof(float), cudaMemcpyDeviceToHost, m.stream));
+  DUET_CUDA_TRY(cudaMemcpyAsync(argmax, dev_argmax, (T - 1) * sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream));
+  DUET_CUDA_TRY(cudaFreeAsync(targets, m.stream));
+  DUET_CUDA_TRY(cudaFreeAsync(dev_log_probs, m.stream));
+  DUET_CUDA_TRY(cudaFreeAsync(dev_argmax, m.stream));
+  DUET_CUDA_TRY(cudaStreamSynchronize(m.stream));
+  reset(seq);
+  return ok_status();
+}
+
 Status CudaModel::decode(const int32_t* tokens, int B, std::vector<float>& logits) {
   Impl& m = *impl_;
   const int V = m.config.vocab_size;

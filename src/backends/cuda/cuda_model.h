@@ -60,6 +60,10 @@ class CudaModel {
   // Runs tokens[0..T) of sequence seq at positions length(seq).. and appends their K/V.
   // logits: [T, V] for LogitsMode::All, [1, V] for Last.
   Status prefill(int seq, const int32_t* tokens, int T, LogitsMode mode, std::vector<float>& logits);
+  // Scores tokens[0..T) as sequence seq from position 0: log_probs[t] = log P(tokens[t+1] | tokens[..t]) and
+  // argmax[t] = the most likely token after tokens[..t], for t in [0, T-1). The log-softmax runs on the GPU, so
+  // only these 2(T-1) values come back. The sequence is left empty.
+  Status score(int seq, const int32_t* tokens, int T, float* log_probs, int32_t* argmax);
   // One token for each of sequences 0..B-1, each at its own position length(b). logits: [B, V].
   Status decode(const int32_t* tokens, int B, std::vector<float>& logits);
 

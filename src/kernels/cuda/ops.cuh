@@ -101,4 +101,9 @@ Status attention_decode_split_kv(const AttentionDecodeArgs& args, cudaStream_t s
 Status attention_prefill(const bf16* q, const bf16* k, const bf16* v, bf16* out, int T, int pos0, int H, int Hkv,
                          int Dh, int S, cudaStream_t stream);
 
+// token_log_probs: log_probs[r] = logits[r,targets[r]] - logsumexp(logits[r,:]); argmax[r] = lowest index of
+// max(logits[r,:]). logits [rows,V] f32; targets, argmax [rows] int32; log_probs [rows] f32.
+Status token_log_probs(const float* logits, int rows, int V, const int32_t* targets, float* log_probs,
+                       int32_t* argmax, cudaStream_t stream);
+
 }  // namespace duet::cuda
