@@ -65,7 +65,7 @@ for plan in baseline plans/smollm2_135m_searched_8.txt plans/smollm2_135m_contig
   timeout 170 "$BIN/duet" eval -m "$MODEL" --device cuda --task all --data-dir "$DATA" "${lp[@]}" \
     > "$OUT/eval_$name.jsonl" 2> "$OUT/eval_$name.log" || status=1
   end=$(date +%s.%N)
-  echo "$name: $(echo "$end - $start" | bc) s"
+  echo "$name: $(echo "$end - $start" | python3 -c "print(round($end - $start, 1))") s"
   grep '^{' "$OUT/eval_$name.jsonl"
 done
 exit $status
