@@ -322,6 +322,18 @@ struct CudaModel::Impl {
     return ok_status();
   }
 
+  // Runs tokens[0..n) of sequence seq at its next positions through every layer and appends their K/V;
+  // x then holds their final hidden rows (for enqueue_logits).
+  Status enqueue_prompt_chunk(int seq, const int32_t* tokens, int n) {
+    const int pos0 = lengths[seq];
+    std::vector<int32_t> tok(tokens, tokens + n), pos(n), slot(n, seq);
+    for (int t = 0; t < n; ++t) pos[t] = pos0 + t;
+    DUET_TRY(stage_rows(tok, pos, slot));
+    DUET_TRY(enqueue_layers(n, false, seq, pos0));
+    lengths[seq] += n;
+    return ok_status();
+  }
+
   Status stage_rows(const std::vector<int32_t>& tok, const std::vector<int32_t>& pos,
                     const std::vector<int32_t>& slot) {
     const size_t n = tok.size() * sizeof(int32_t);
@@ -503,12 +515,7 @@ Status CudaModel::prefill(int seq, const int32_t* tokens, int T, LogitsMode mode
   logits.assign(static_cast<size_t>(mode == LogitsMode::All ? T : 1) * V, 0.0f);
   for (int start = 0; start < T; start += m.opt.max_prefill) {
     const int n = std::min(m.opt.max_prefill, T - start);
-    const int pos0 = m.lengths[seq];
-    std::vector<int32_t> tok(tokens + start, tokens + start + n), pos(n), slot(n, seq);
-    for (int t = 0; t < n; ++t) pos[t] = pos0 + t;
-    DUET_TRY(m.stage_rows(tok, pos, slot));
-    DUET_TRY(m.enqueue_layers(n, false, seq, pos0));
-    m.lengths[seq] += n;
+    DUET_TRY(m.enqueue_prompt_chunk(seq, tokens + start, n));
     const bool last_chunk = start + n == T;
     if (mode == LogitsMode::All || last_chunk) {
       const int first = mode == LogitsMode::All ? 0 : n - 1;
@@ -547,12 +554,7 @@ Status CudaModel::score(int seq, const int32_t* tokens, int T, float* log_probs,
   const int rows_to_score = T - 1;
   for (int start = 0; start < rows_to_score; start += m.opt.max_prefill) {
     const int n = std::min(m.opt.max_prefill, rows_to_score - start);
-    const int pos0 = m.lengths[seq];
-    std::vector<int32_t> tok(tokens + start, tokens + start + n), pos(n), slot(n, seq);
-    for (int t = 0; t < n; ++t) pos[t] = pos0 + t;
-    DUET_TRY(m.stage_rows(tok, pos, slot));
-    DUET_TRY(m.enqueue_layers(n, false, seq, pos0));
-    m.lengths[seq] += n;
+    DUET_TRY(m.enqueue_prompt_chunk(seq, tokens + start, n));
     for (int r = 0; r < n; r += m.logit_rows_cap) {
       const int rows = std::min(m.logit_rows_cap, n - r);
       DUET_TRY(m.enqueue_logits(r, rows));
