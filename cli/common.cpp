@@ -11,23 +11,27 @@
 
 namespace duet::cli {
 
-void ModelOptions::add_to(CLI::App& cmd, bool with_ctx) {
-  cmd.add_option("-m,--model", model, "GGUF file or HF safetensors directory")->capture_default_str();
+void LpOptions::add_to(CLI::App& cmd) {
   auto* lp = cmd.add_option("--lp", lp_range, "LP range START:END: pairs (START,START+1) .. (END-2,END-1)");
   auto* pairs = cmd.add_option("--lp-pairs", lp_pairs, "LP pairs named by their first layer, e.g. 4,8,20");
   auto* file = cmd.add_option("--lp-plan", lp_plan_file, "file holding an LP range or pair list");
   lp->excludes(pairs)->excludes(file);
   pairs->excludes(file);
-  cmd.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
-  cmd.add_option("-t,--threads", threads, "CPU threads (default: all cores)");
-  if (with_ctx) cmd.add_option("--ctx", ctx, "context positions to allocate (default depends on the command)");
 }
 
-Result<LpPlan> ModelOptions::plan() const {
+Result<LpPlan> LpOptions::plan() const {
   if (!lp_range.empty()) return parse_lp_range(lp_range);
   if (!lp_pairs.empty()) return parse_lp_pairs(lp_pairs);
   if (!lp_plan_file.empty()) return read_lp_plan_file(lp_plan_file);
   return LpPlan{};
+}
+
+void ModelOptions::add_to(CLI::App& cmd, bool with_ctx) {
+  cmd.add_option("-m,--model", model, "GGUF file or HF safetensors directory")->capture_default_str();
+  LpOptions::add_to(cmd);
+  cmd.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  cmd.add_option("-t,--threads", threads, "CPU threads (default: all cores)");
+  if (with_ctx) cmd.add_option("--ctx", ctx, "context positions to allocate (default depends on the command)");
 }
 
 void set_threads(int threads) {

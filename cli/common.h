@@ -14,16 +14,22 @@ namespace duet::cli {
 
 inline constexpr const char* kDefaultModel = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-// -m/--model, --lp/--lp-pairs/--lp-plan, --device, -t/--threads, --ctx.
-struct ModelOptions {
-  std::string model = kDefaultModel;
+// --lp/--lp-pairs/--lp-plan.
+struct LpOptions {
   std::string lp_range, lp_pairs, lp_plan_file;
+
+  void add_to(CLI::App& cmd);
+  Result<LpPlan> plan() const;
+};
+
+// -m/--model, --lp/--lp-pairs/--lp-plan, --device, -t/--threads, --ctx.
+struct ModelOptions : LpOptions {
+  std::string model = kDefaultModel;
   std::string device = "cpu";
   int threads = 0;  // 0: all cores
   int ctx = 0;      // 0: command's default, capped by the model's context
 
   void add_to(CLI::App& cmd, bool with_ctx = true);
-  Result<LpPlan> plan() const;
 };
 
 // Applies --threads to OpenMP (the CPU kernels' only thread pool).

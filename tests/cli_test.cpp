@@ -87,6 +87,9 @@ TEST_F(CliTest, BadPlans) {
   expect_one_line_error(run_duet("info -m " + *tiny_ + " --lp-pairs 1,2"), "overlap");
   expect_one_line_error(run_duet("info -m " + *tiny_ + " --lp-pairs 9"), "out of range");
   expect_one_line_error(run_duet("info -m " + *tiny_ + " --lp-plan /nonexistent/plan.txt"), "plan");
+  // Every command checks a plan against the model, tokenize included.
+  expect_one_line_error(run_duet("tokenize -m " + *tiny_ + " --text hi --lp-pairs 5"), "crosses the end");
+  expect_one_line_error(run_duet("run -m " + *tiny_ + " -n 2 --lp 0:3 hi"), "odd");
 }
 
 TEST_F(CliTest, PromptLongerThanContext) {

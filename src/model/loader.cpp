@@ -32,6 +32,17 @@ Result<CheckpointFormat> detect_checkpoint_format(const std::string& path) {
   return make_error("model '", path, "' is neither a GGUF file nor a safetensors checkpoint");
 }
 
+Result<ModelConfig> load_config(const std::string& path) {
+  DUET_ASSIGN_OR_RETURN(CheckpointFormat format, detect_checkpoint_format(path));
+  if (format == CheckpointFormat::Gguf) {
+    DUET_ASSIGN_OR_RETURN(GgufFile file, GgufFile::open(path));
+    return config_from_gguf(file);
+  }
+  DUET_ASSIGN_OR_RETURN(SafetensorsModel tensors, SafetensorsModel::open(path));
+  DUET_ASSIGN_OR_RETURN(std::string config, read_text_file((fs::path(tensors.directory()) / "config.json").string()));
+  return config_from_hf_json(config);
+}
+
 Result<ModelWeights> load_weights(const std::string& path) {
   DUET_ASSIGN_OR_RETURN(CheckpointFormat format, detect_checkpoint_format(path));
   if (format == CheckpointFormat::Gguf) {

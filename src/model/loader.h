@@ -20,6 +20,8 @@ enum class CheckpointFormat { Gguf, Safetensors };
 Result<CheckpointFormat> detect_checkpoint_format(const std::string& path);
 
 Result<ModelWeights> load_weights(const std::string& path);
+// The config alone (no tensors are read).
+Result<ModelConfig> load_config(const std::string& path);
 Result<ModelWeights> load_weights_gguf(const GgufFile& file);
 // `config_json`: the text of HF config.json.
 Result<ModelWeights> load_weights_hf(const SafetensorsModel& tensors, const std::string& config_json);
