@@ -53,6 +53,7 @@ struct BenchOptions {
   int steps = 50;
   std::string lp_range, lp_pairs, lp_plan_file;
   bool baseline_only = false;
+  bool prefill_breakdown = false;
   std::string json_path;
   uint64_t seed = 1;
 };
@@ -164,6 +165,14 @@ void run_bench(const BenchOptions& o) {
         auto model = take(src.build(plan, po, o.seed));
         prefill_ms = take(model->time_prefill(o.prefill, 1, 3));
         prefill_tflops = model->prefill_flops(o.prefill) / (prefill_ms * 1e-3) / 1e12;
+        if (o.prefill_breakdown) {
+          double total = 0;
+          for (const auto& [stage, ms] : take(model->prefill_breakdown(o.prefill))) {
+            std::fprintf(stderr, "    prefill stage %-15s %8.3f ms\n", stage.c_str(), ms);
+            total += ms;
+          }
+          std::fprintf(stderr, "    prefill stage %-15s %8.3f ms (plain timing %.3f ms)\n", "total", total, prefill_ms);
+        }
       }
       CudaModelOptions opt;
       opt.max_batch = max_batch;
@@ -246,6 +255,8 @@ void add_bench_command(CLI::App& app) {
   lp->excludes(pairs)->excludes(file);
   pairs->excludes(file);
   cmd->add_flag("--baseline-only", options->baseline_only, "skip LP plans");
+  cmd->add_flag("--prefill-breakdown", options->prefill_breakdown,
+                "also time each prefill stage (summed over layers) with CUDA events, to stderr");
   cmd->add_option("--json", options->json_path, "write results as JSON");
   cmd->add_option("--seed", options->seed, "seed of the random weights")->capture_default_str();
   cmd->callback([options] { run_bench(*options); });

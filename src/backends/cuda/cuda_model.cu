@@ -90,6 +90,17 @@ struct CudaModel::Impl {
   std::vector<void*> allocations;
   int Hmax = 0, Hkvmax = 0, Fmax = 0;
   int64_t weight_bytes = 0;
+  // Prefill breakdown (CudaModel::prefill_breakdown): an event is recorded after each stage while prof_on
+  // (the first rms_norm segment also holds the embedding gather).
+  bool prof_on = false;
+  std::vector<std::pair<std::string, cudaEvent_t>> prof_marks;
+  void mark(const char* label) {
+    if (!prof_on) return;
+    cudaEvent_t e = nullptr;
+    if (cudaEventCreate(&e) != cudaSuccess) return;
+    cudaEventRecord(e, stream);
+    prof_marks.emplace_back(label, e);
+  }
 
   ~Impl() {
     for (auto& [b, exec] : graphs) cudaGraphExecDestroy(exec);
@@ -215,6 +226,7 @@ struct CudaModel::Impl {
     const bf16* x_bf16 = static_cast<const bf16*>(in);
     if (in_kind == cuda::GemvInput::F32RmsNorm) {
       DUET_TRY(cuda::rms_norm(static_cast<const float*>(in), norm_w, xn, T, K, config.rms_eps, stream));
+      mark("rms_norm");
       x_bf16 = xn;
     }
     switch (out_kind) {
@@ -222,6 +234,7 @@ struct CudaModel::Impl {
       case cuda::GemvOutput::AddF32: return cuda::gemm(cublas, x_bf16, w, out, true, T, N, K, 1.0f, stream);
       case cuda::GemvOutput::SiluMulBf16:
         DUET_TRY(cuda::gemm(cublas, x_bf16, w, gu, false, T, N, K, 0.0f, stream));
+        mark("gemm_gate_up");
         return cuda::silu_mul_interleaved(gu, static_cast<bf16*>(out), T, N / 2, stream);
     }
     return make_error("linear: unknown output kind");
@@ -238,6 +251,7 @@ struct CudaModel::Impl {
     for (const DeviceLayer& L : layers) {
       const int nqkv = (L.H + 2 * L.Hkv) * Dh;
       DUET_TRY(linear(x, GemvInput::F32RmsNorm, nullptr, L.wqkv, nqkv, D, T, qkv, GemvOutput::StoreF32));
+      mark("gemm_qkv");
       cuda::RopeQkvArgs r;
       r.qkv = qkv;
       r.bias = L.bias;
@@ -258,6 +272,7 @@ struct CudaModel::Impl {
       r.Dh = Dh;
       r.S = S;
       DUET_TRY(cuda::rope_qkv_write(r, stream));
+      mark("rope_qkv_write");
       if (decode_phase) {
         cuda::AttentionDecodeArgs a;
         a.q = q;
@@ -280,9 +295,13 @@ struct CudaModel::Impl {
         DUET_TRY(cuda::attention_prefill(q, L.k_cache + off, L.v_cache + off, attn, T, pos0, L.H, L.Hkv, Dh, S,
                                          stream));
       }
+      mark("attention");
       DUET_TRY(linear(attn, GemvInput::Bf16, nullptr, L.wo, D, L.H * Dh, T, x, GemvOutput::AddF32));
+      mark("gemm_out");
       DUET_TRY(linear(x, GemvInput::F32RmsNorm, nullptr, L.wgu, 2 * L.F, D, T, h, GemvOutput::SiluMulBf16));
+      mark("silu_mul");
       DUET_TRY(linear(h, GemvInput::Bf16, nullptr, L.wdown, D, L.F, T, x, GemvOutput::AddF32));
+      mark("gemm_down");
     }
     return ok_status();
   }
@@ -647,6 +666,40 @@ Result<double> CudaModel::time_prefill(int T, int warmup, int reps) {
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   return static_cast<double>(ms) / reps;
+}
+
+Result<std::vector<std::pair<std::string, double>>> CudaModel::prefill_breakdown(int T) {
+  Impl& m = *impl_;
+  if (T < 1 || T > m.opt.max_prefill || T > max_context()) {
+    return make_error("prefill_breakdown: ", T, " tokens exceed the prefill buffer (", m.opt.max_prefill, ")");
+  }
+  std::vector<int32_t> tok(T), pos(T), slot(T, 0);
+  for (int t = 0; t < T; ++t) {
+    tok[t] = static_cast<int32_t>((104729ll * (t + 1)) % m.config.vocab_size);
+    pos[t] = t;
+  }
+  DUET_TRY(m.stage_rows(tok, pos, slot));
+  m.prof_on = true;
+  m.mark("start");
+  const Status st = m.enqueue_layers(T, false, 0, 0);
+  const Status st_logits = st.ok() ? m.enqueue_logits(T - 1, 1) : ok_status();
+  m.mark("logits");
+  m.prof_on = false;
+  const cudaError_t sync = cudaStreamSynchronize(m.stream);
+  std::vector<std::pair<std::string, double>> out;  // label -> ms, in first-seen order
+  for (size_t i = 1; i < m.prof_marks.size(); ++i) {
+    float t = 0;
+    cudaEventElapsedTime(&t, m.prof_marks[i - 1].second, m.prof_marks[i].second);
+    const std::string& label = m.prof_marks[i].first;
+    auto it = std::find_if(out.begin(), out.end(), [&](const auto& p) { return p.first == label; });
+    if (it == out.end()) out.emplace_back(label, t); else it->second += t;
+  }
+  for (auto& [label, e] : m.prof_marks) cudaEventDestroy(e);
+  m.prof_marks.clear();
+  DUET_TRY(st);
+  DUET_TRY(st_logits);
+  DUET_CUDA_TRY(sync);
+  return out;
 }
 
 double CudaModel::decode_step_bytes(int B, int context) const {

@@ -17,6 +17,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "backends/cpu/cpu_model.h"  // LogitsMode
@@ -72,6 +74,10 @@ class CudaModel {
   Result<double> time_decode(int B, int warmup, int steps);
   // Bench: mean device time of a T-token prefill of sequence 0 from position 0, in milliseconds.
   Result<double> time_prefill(int T, int warmup, int reps);
+  // Bench: one T-token prefill (as time_prefill) with a CUDA event after every stage, summed over the
+  // layers: (stage, ms) in pipeline order (rms_norm, gemm_qkv, rope_qkv_write, attention, gemm_out,
+  // gemm_gate_up, silu_mul, gemm_down, logits). Event gaps cost ~2% over the plain timing.
+  Result<std::vector<std::pair<std::string, double>>> prefill_breakdown(int T);
 
   // Bytes one decode step of B sequences must move: all weights once (embedding rows only for
   // the B tokens) plus the valid K/V of every sequence read and the new K/V written.

@@ -41,6 +41,48 @@ __global__ void rms_norm_kernel(const float* __restrict__ x, const float* __rest
   for (int d = threadIdx.x; d < D; d += blockDim.x) yr[d] = __float2bfloat16(xr[d] * inv * (w ? w[d] : 1.0f));
 }
 
+// D % 4 == 0: 16-byte loads of x and w, 8-byte stores of y.
+__global__ void rms_norm_vec4_kernel(const float4* __restrict__ x, const float4* __restrict__ w,
+                                     uint2* __restrict__ y, int D4, float eps) {
+  pdl_wait();
+  pdl_launch_dependents();
+  __shared__ float scratch[32];
+  const float4* xr = x + static_cast<int64_t>(blockIdx.x) * D4;
+  float ss = 0;
+  for (int d = threadIdx.x; d < D4; d += blockDim.x) {
+    const float4 v = xr[d];
+    ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+  }
+  const float inv = rsqrtf(block_sum(ss, scratch) / (4 * D4) + eps);
+  uint2* yr = y + static_cast<int64_t>(blockIdx.x) * D4;
+  for (int d = threadIdx.x; d < D4; d += blockDim.x) {
+    const float4 v = xr[d];
+    const float4 g = w ? w[d] : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+    const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x * inv * g.x, v.y * inv * g.y);
+    const __nv_bfloat162 hi = __floats2bfloat162_rn(v.z * inv * g.z, v.w * inv * g.w);
+    yr[d] = make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
+  }
+}
+
+// 8 outputs per thread: two 16-byte loads of gate/up pairs, one 16-byte store. n8 = n / 8.
+__global__ void silu_mul_interleaved_vec8_kernel(const uint4* __restrict__ gu, uint4* __restrict__ h, int64_t n8) {
+  pdl_wait();
+  pdl_launch_dependents();
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n8;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint4 in[2] = {gu[2 * i], gu[2 * i + 1]};
+    const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(in);
+    uint4 out;
+    bf16* o = reinterpret_cast<bf16*>(&out);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const float2 v = __bfloat1622float2(p[k]);
+      o[k] = __float2bfloat16(v.x / (1.0f + __expf(-v.x)) * v.y);
+    }
+    h[i] = out;
+  }
+}
+
 __global__ void silu_mul_interleaved_kernel(const __nv_bfloat162* __restrict__ gu, bf16* __restrict__ h,
                                             int64_t n) {
   pdl_wait();
@@ -82,12 +124,24 @@ Status embed(const int32_t* tokens, const bf16* table, float* x, int T, int D, c
 }
 
 Status rms_norm(const float* x, const float* w, bf16* y, int T, int D, float eps, cudaStream_t stream) {
-  DUET_TRY(launch_kernel(rms_norm_kernel, dim3(T), dim3(256), 0, stream, x, w, y, D, eps));
+  const bool vec = D % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(y) % 8 == 0;
+  if (vec) {
+    DUET_TRY(launch_kernel(rms_norm_vec4_kernel, dim3(T), dim3(256), 0, stream, reinterpret_cast<const float4*>(x),
+                           reinterpret_cast<const float4*>(w), reinterpret_cast<uint2*>(y), D / 4, eps));
+  } else {
+    DUET_TRY(launch_kernel(rms_norm_kernel, dim3(T), dim3(256), 0, stream, x, w, y, D, eps));
+  }
   return ok_status();
 }
 
 Status silu_mul_interleaved(const bf16* gu, bf16* h, int T, int F, cudaStream_t stream) {
   const int64_t n = static_cast<int64_t>(T) * F;
+  if (F % 8 == 0 && reinterpret_cast<uintptr_t>(gu) % 16 == 0 && reinterpret_cast<uintptr_t>(h) % 16 == 0) {
+    DUET_TRY(launch_kernel(silu_mul_interleaved_vec8_kernel, dim3(grid_for(n / 8, 256)), dim3(256), 0, stream,
+                           reinterpret_cast<const uint4*>(gu), reinterpret_cast<uint4*>(h), n / 8));
+    return ok_status();
+  }
   DUET_TRY(launch_kernel(silu_mul_interleaved_kernel, dim3(grid_for(n, 256)), dim3(256), 0, stream,
                          reinterpret_cast<const __nv_bfloat162*>(gu), h, n));
   return ok_status();
