@@ -27,12 +27,42 @@ float load_fp16(const uint8_t* p) {
   return fp16_to_f32(h);
 }
 
+// Block dot products, sum_j q_j x_j over one 32-element block, as a vector of
+// partial sums: 16 lanes with AVX-512 (half the conversions and FMAs), else 8.
+// 4-bit blocks: byte j holds element j (low nibble) and j+16 (high nibble).
+#ifdef __AVX512F__
+using Vec = __m512;
+inline Vec vec_zero() { return _mm512_setzero_ps(); }
+inline Vec vec_scale_add(float d, Vec v, Vec acc) { return _mm512_fmadd_ps(_mm512_set1_ps(d), v, acc); }
+inline float vec_sum(Vec v) { return _mm512_reduce_add_ps(v); }
+
+inline Vec nibble_block_dot(const uint8_t* qs, const float* x) {
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i mask = _mm_set1_epi8(0x0F);
+  const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(bytes, mask)));
+  const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask)));
+  return _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + 16), _mm512_mul_ps(lo, _mm512_loadu_ps(x)));
+}
+
+inline Vec int8_block_dot(const int8_t* qs, const float* x) {
+  const __m512 a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs))));
+  const __m512 b = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs + 16))));
+  return _mm512_fmadd_ps(b, _mm512_loadu_ps(x + 16), _mm512_mul_ps(a, _mm512_loadu_ps(x)));
+}
+#else
+using Vec = __m256;
+inline Vec vec_zero() { return _mm256_setzero_ps(); }
+inline Vec vec_scale_add(float d, Vec v, Vec acc) { return _mm256_fmadd_ps(_mm256_set1_ps(d), v, acc); }
+inline float vec_sum(Vec v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
 // q (8 unsigned bytes in the low half of a 128-bit lane) as floats.
 inline __m256 u8x8_to_f32(__m128i q) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)); }
 
-// sum_j q_j x_j over one 32-element block of 4-bit values: byte j holds element
-// j (low nibble) and j+16 (high nibble).
-inline __m256 nibble_block_dot(const uint8_t* qs, const float* x) {
+inline Vec nibble_block_dot(const uint8_t* qs, const float* x) {
   const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
   const __m128i mask = _mm_set1_epi8(0x0F);
   const __m128i lo = _mm_and_si128(bytes, mask);
@@ -43,8 +73,7 @@ inline __m256 nibble_block_dot(const uint8_t* qs, const float* x) {
   return _mm256_fmadd_ps(u8x8_to_f32(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x + 24), acc);
 }
 
-// sum_j q_j x_j over one block of 32 signed bytes.
-inline __m256 int8_block_dot(const int8_t* qs, const float* x) {
+inline Vec int8_block_dot(const int8_t* qs, const float* x) {
   __m256 acc = _mm256_setzero_ps();
   for (int i = 0; i < 32; i += 8) {
     const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + i));
@@ -52,85 +81,34 @@ inline __m256 int8_block_dot(const int8_t* qs, const float* x) {
   }
   return acc;
 }
-
-#ifdef __AVX512F__
-// AVX-512: the same block dots 16 lanes at a time (half the conversions and FMAs).
-inline __m512 nibble_block_dot16(const uint8_t* qs, const float* x) {
-  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  const __m128i mask = _mm_set1_epi8(0x0F);
-  const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(bytes, mask)));
-  const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask)));
-  return _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + 16), _mm512_mul_ps(lo, _mm512_loadu_ps(x)));
-}
-
-inline __m512 int8_block_dot16(const int8_t* qs, const float* x) {
-  const __m512 a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs))));
-  const __m512 b = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs + 16))));
-  return _mm512_fmadd_ps(b, _mm512_loadu_ps(x + 16), _mm512_mul_ps(a, _mm512_loadu_ps(x)));
-}
-
-// One row of `blocks` blocks dotted with x; xsum[b] = sum of x over block b.
-float fused_row_dot(DType type, const uint8_t* row, const float* x, const float* xsum, int64_t blocks) {
-  __m512 acc = _mm512_setzero_ps();
-  float offsets = 0;
-  switch (type) {
-    case DType::Q4_1:  // { f16 d; f16 m; u8 qs[16] }: y = q d + m
-      for (int64_t b = 0; b < blocks; ++b, row += 20) {
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(load_fp16(row)), nibble_block_dot16(row + 4, x + 32 * b), acc);
-        offsets += load_fp16(row + 2) * xsum[b];
-      }
-      break;
-    case DType::Q4_0:  // { f16 d; u8 qs[16] }: y = (q - 8) d
-      for (int64_t b = 0; b < blocks; ++b, row += 18) {
-        const float d = load_fp16(row);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), nibble_block_dot16(row + 2, x + 32 * b), acc);
-        offsets -= 8 * d * xsum[b];
-      }
-      break;
-    default:  // Q8_0 { f16 d; i8 qs[32] }: y = q d
-      for (int64_t b = 0; b < blocks; ++b, row += 34) {
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(load_fp16(row)),
-                              int8_block_dot16(reinterpret_cast<const int8_t*>(row + 2), x + 32 * b), acc);
-      }
-      break;
-  }
-  return _mm512_reduce_add_ps(acc) + offsets;
-}
-#else
-float horizontal_sum(__m256 v) {
-  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
-}
-
-// One row of `blocks` blocks dotted with x; xsum[b] = sum of x over block b.
-float fused_row_dot(DType type, const uint8_t* row, const float* x, const float* xsum, int64_t blocks) {
-  __m256 acc = _mm256_setzero_ps();
-  float offsets = 0;
-  switch (type) {
-    case DType::Q4_1:  // { f16 d; f16 m; u8 qs[16] }: y = q d + m
-      for (int64_t b = 0; b < blocks; ++b, row += 20) {
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(load_fp16(row)), nibble_block_dot(row + 4, x + 32 * b), acc);
-        offsets += load_fp16(row + 2) * xsum[b];
-      }
-      break;
-    case DType::Q4_0:  // { f16 d; u8 qs[16] }: y = (q - 8) d
-      for (int64_t b = 0; b < blocks; ++b, row += 18) {
-        const float d = load_fp16(row);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), nibble_block_dot(row + 2, x + 32 * b), acc);
-        offsets -= 8 * d * xsum[b];
-      }
-      break;
-    default:  // Q8_0 { f16 d; i8 qs[32] }: y = q d
-      for (int64_t b = 0; b < blocks; ++b, row += 34) {
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(load_fp16(row)),
-                              int8_block_dot(reinterpret_cast<const int8_t*>(row + 2), x + 32 * b), acc);
-      }
-      break;
-  }
-  return horizontal_sum(acc) + offsets;
-}
 #endif
+
+// One row of `blocks` blocks dotted with x; xsum[b] = sum of x over block b.
+float fused_row_dot(DType type, const uint8_t* row, const float* x, const float* xsum, int64_t blocks) {
+  Vec acc = vec_zero();
+  float offsets = 0;
+  switch (type) {
+    case DType::Q4_1:  // { f16 d; f16 m; u8 qs[16] }: y = q d + m
+      for (int64_t b = 0; b < blocks; ++b, row += 20) {
+        acc = vec_scale_add(load_fp16(row), nibble_block_dot(row + 4, x + 32 * b), acc);
+        offsets += load_fp16(row + 2) * xsum[b];
+      }
+      break;
+    case DType::Q4_0:  // { f16 d; u8 qs[16] }: y = (q - 8) d
+      for (int64_t b = 0; b < blocks; ++b, row += 18) {
+        const float d = load_fp16(row);
+        acc = vec_scale_add(d, nibble_block_dot(row + 2, x + 32 * b), acc);
+        offsets -= 8 * d * xsum[b];
+      }
+      break;
+    default:  // Q8_0 { f16 d; i8 qs[32] }: y = q d
+      for (int64_t b = 0; b < blocks; ++b, row += 34) {
+        acc = vec_scale_add(load_fp16(row), int8_block_dot(reinterpret_cast<const int8_t*>(row + 2), x + 32 * b), acc);
+      }
+      break;
+  }
+  return vec_sum(acc) + offsets;
+}
 
 // Below this many weights a GEMV finishes in a few microseconds, about what
 // waking a second thread costs: small projections run on the calling thread.
