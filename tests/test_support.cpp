@@ -7,6 +7,7 @@
 #include <fstream>
 #include <random>
 
+#include "core/half.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 
@@ -291,6 +292,19 @@ std::string write_gguf_checkpoint(const ModelWeights& w, const std::string& path
   Status written = g.write(path);
   EXPECT_TRUE(written.ok()) << written.message();
   return path;
+}
+
+ModelWeights rounded_to_bf16(ModelWeights w) {
+  auto round = [](Matrix& m) {
+    for (float& x : m.data) x = bf16_to_f32(f32_to_bf16(x));
+    m.packed = {};
+  };
+  round(w.token_embd);
+  round(w.output);
+  for (LayerWeights& l : w.layers) {
+    for (Matrix* m : {&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_out, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) round(*m);
+  }
+  return w;
 }
 
 Diff max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {

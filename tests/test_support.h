@@ -34,6 +34,10 @@ std::string write_hf_checkpoint(const ModelWeights& weights, const std::string& 
 // plus the special tokens when the vocab is large enough.
 std::string write_gguf_checkpoint(const ModelWeights& weights, const std::string& path);
 
+// The weights as the CUDA backend stores them: every matrix rounded to bf16
+// (and encoded rows dropped, so the CPU reference reads the rounded values).
+ModelWeights rounded_to_bf16(ModelWeights weights);
+
 struct Diff {
   double max_abs = 0;
   int64_t argmax_index = -1;

@@ -87,19 +87,8 @@ ModelConfig smollm2_shape() {  // SmolLM2-135M's widths (D 576, 9/3 heads of 64,
   return c;
 }
 
-void round_to_bf16(std::vector<float>& v) {
-  for (float& x : v) x = bf16_to_f32(f32_to_bf16(x));
-}
-
 ModelWeights bf16_weights(const Case& c, uint64_t seed) {
-  ModelWeights w = test::random_weights(c.config, seed);
-  round_to_bf16(w.token_embd.data);
-  round_to_bf16(w.output.data);
-  for (LayerWeights& l : w.layers) {
-    for (Matrix* m : {&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_out, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) {
-      round_to_bf16(m->data);
-    }
-  }
+  ModelWeights w = test::rounded_to_bf16(test::random_weights(c.config, seed));
   LpPlan plan;
   plan.pair_starts = c.lp_pairs;
   Result<ModelWeights> merged = apply_lp_plan(std::move(w), plan);

@@ -1,6 +1,6 @@
 #!/bin/bash
 # SmolLM2-135M (real weights) on the GPU machine, in one device call:
-#   1. duet_cuda_tests (CUDA vs CPU on random models, batching, GPU scoring)
+#   1. duet_cuda_tests (CUDA vs CPU on random models and on SmolLM2, batching, GPU scoring)
 #   2. SmolLM2: CUDA vs CPU logits and greedy text, with and without LP
 #   3. duet bench on the smollm2-135m shape for each committed plan (B = 1, 64)
 #   4. duet eval on the full dev sets of the six tasks, baseline and plans (timed)
@@ -19,7 +19,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 sha256sum "$MODEL"
 
 echo "== duet_cuda_tests"
-"$BIN/duet_cuda_tests" > "$OUT/cuda_tests.log" 2>&1 || status=1
+DUET_SMOLLM2_GGUF="$MODEL" "$BIN/duet_cuda_tests" > "$OUT/cuda_tests.log" 2>&1 || status=1
 grep -E "^\[ +(PASSED|FAILED) |Failure" "$OUT/cuda_tests.log" | head -20
 
 echo "== SmolLM2: CUDA vs CPU"
