@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cli/commands_bench.h"
+#include "cli/common.h"
 
 #ifdef DUET_HAVE_CUDA
 #include <nlohmann/json.hpp>
@@ -44,14 +45,13 @@ void add_bench_command(CLI::App& app) {
 
 namespace {
 
-struct BenchOptions {
+struct BenchOptions : LpOptions {
   std::string shapes = "llama2-7b,smollm2-135m";
   std::string model;
   std::string batches = "1,16,64";
   int ctx = 1024;
   int prefill = 2048;
   int steps = 50;
-  std::string lp_range, lp_pairs, lp_plan_file;
   bool baseline_only = false;
   bool prefill_breakdown = false;
   std::string json_path;
@@ -65,19 +65,6 @@ struct Row {
   double prefill_tokens = 0, prefill_ms = 0, prefill_tok_s = 0, prefill_tflops = 0;
 };
 
-[[noreturn]] void bench_fail(const std::string& message) {
-  std::fprintf(stderr, "duet: error: %s\n", message.c_str());
-  throw CLI::RuntimeError(1);
-}
-
-template <class T>
-T take(Result<T> r) {
-  if (!r.ok()) bench_fail(r.message());
-  return std::move(r).value();
-}
-void take(const Status& s) {
-  if (!s.ok()) bench_fail(s.message());
-}
 
 std::vector<std::string> split_list(const std::string& text) {
   std::vector<std::string> out;
@@ -109,47 +96,45 @@ void run_bench(const BenchOptions& o) {
     try {
       batches.push_back(std::stoi(b));
     } catch (...) {
-      bench_fail("bad --batch entry '" + b + "' (expected a list like 1,16,64)");
+      fail("bad --batch entry '" + b + "' (expected a list like 1,16,64)");
     }
-    if (batches.back() < 1) bench_fail("--batch entries must be positive");
+    if (batches.back() < 1) fail("--batch entries must be positive");
   }
-  if (batches.empty()) bench_fail("--batch is empty");
+  if (batches.empty()) fail("--batch is empty");
   const int max_batch = *std::max_element(batches.begin(), batches.end());
 
   std::vector<ModelSource> sources;
   if (!o.model.empty()) {
     ModelSource s;
     s.name = o.model;
-    s.weights = std::make_shared<ModelWeights>(take(load_weights(o.model)));
+    s.weights = std::make_shared<ModelWeights>(value_or_fail(load_weights(o.model)));
     s.config = s.weights->config;
     sources.push_back(s);
   } else {
     for (const std::string& name : split_list(o.shapes)) {
-      const BenchShape shape = take(find_bench_shape(name));
+      const BenchShape shape = value_or_fail(find_bench_shape(name));
       sources.push_back({shape.name, shape.config, shape.lp_plans, nullptr});
     }
   }
-  std::vector<std::string> override_plans;
-  if (!o.lp_range.empty()) override_plans = {o.lp_range};
-  if (!o.lp_pairs.empty()) override_plans = {"pairs:" + o.lp_pairs};
-  if (!o.lp_plan_file.empty()) override_plans = {"file:" + o.lp_plan_file};
+  const LpPlan custom_plan = value_or_fail(o.plan());  // replaces each shape's default plans when given
 
   const std::string device = cuda_device_name();
   std::fprintf(stderr, "duet bench on %s: measuring copy bandwidth (2 GiB device-to-device)...\n", device.c_str());
-  const double bw = take(measure_copy_bandwidth(int64_t{1} << 31));
+  const double bw = value_or_fail(measure_copy_bandwidth(int64_t{1} << 31));
   std::fprintf(stderr, "copy bandwidth: %.0f GB/s (bytes read + written)\n", bw / 1e9);
 
   std::vector<Row> rows;
   for (const ModelSource& src : sources) {
     std::vector<std::pair<std::string, LpPlan>> plans = {{"none", LpPlan{}}};
     if (!o.baseline_only) {
-      for (const std::string& spec : override_plans.empty() ? src.default_plans : override_plans) {
-        LpPlan plan;
-        if (spec.rfind("pairs:", 0) == 0) plan = take(parse_lp_pairs(spec.substr(6)));
-        else if (spec.rfind("file:", 0) == 0) plan = take(read_lp_plan_file(spec.substr(5)));
-        else plan = take(parse_lp_plan_text(spec));
-        take(validate_lp_plan(plan, src.config.n_layers));
-        plans.push_back({spec.rfind("file:", 0) == 0 || spec.rfind("pairs:", 0) == 0 ? plan.describe() : spec, plan});
+      if (!custom_plan.empty()) {
+        check_or_fail(validate_lp_plan(custom_plan, src.config.n_layers));
+        plans.push_back({custom_plan.describe(), custom_plan});
+      }
+      for (const std::string& spec : custom_plan.empty() ? src.default_plans : std::vector<std::string>{}) {
+        const LpPlan plan = value_or_fail(parse_lp_plan_text(spec));
+        check_or_fail(validate_lp_plan(plan, src.config.n_layers));
+        plans.push_back({spec, plan});
       }
     }
     std::map<int, double> baseline_ms;
@@ -162,12 +147,12 @@ void run_bench(const BenchOptions& o) {
         po.max_context = o.prefill;
         po.max_prefill = o.prefill;
         std::fprintf(stderr, "  %s lp=%s: prefill %d tokens...\n", src.name.c_str(), plan_name.c_str(), o.prefill);
-        auto model = take(src.build(plan, po, o.seed));
-        prefill_ms = take(model->time_prefill(o.prefill, 1, 3));
+        auto model = value_or_fail(src.build(plan, po, o.seed));
+        prefill_ms = value_or_fail(model->time_prefill(o.prefill, 1, 3));
         prefill_tflops = model->prefill_flops(o.prefill) / (prefill_ms * 1e-3) / 1e12;
         if (o.prefill_breakdown) {
           double total = 0;
-          for (const auto& [stage, ms] : take(model->prefill_breakdown(o.prefill))) {
+          for (const auto& [stage, ms] : value_or_fail(model->prefill_breakdown(o.prefill))) {
             std::fprintf(stderr, "    prefill stage %-15s %8.3f ms\n", stage.c_str(), ms);
             total += ms;
           }
@@ -178,11 +163,11 @@ void run_bench(const BenchOptions& o) {
       opt.max_batch = max_batch;
       opt.max_context = o.ctx + 8;
       opt.max_prefill = 64;
-      auto model = take(src.build(plan, opt, o.seed));
+      auto model = value_or_fail(src.build(plan, opt, o.seed));
       depth = model->depth();
       for (int B : batches) {
-        for (int b = 0; b < B; ++b) take(model->set_length(b, o.ctx));
-        const double ms = take(model->time_decode(B, 5, o.steps));
+        for (int b = 0; b < B; ++b) check_or_fail(model->set_length(b, o.ctx));
+        const double ms = value_or_fail(model->time_decode(B, 5, o.steps));
         Row r;
         r.shape = src.name;
         r.plan = plan_name;
@@ -231,7 +216,7 @@ void run_bench(const BenchOptions& o) {
     }
     std::ofstream out(o.json_path);
     out << j.dump(2) << "\n";
-    if (!out) bench_fail("cannot write " + o.json_path);
+    if (!out) fail("cannot write " + o.json_path);
     std::fprintf(stderr, "wrote %s\n", o.json_path.c_str());
   }
 }
@@ -249,11 +234,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--prefill", options->prefill, "prompt length for the prefill measurement (0: skip)")
       ->capture_default_str();
   cmd->add_option("--steps", options->steps, "timed decode steps per configuration")->capture_default_str();
-  auto* lp = cmd->add_option("--lp", options->lp_range, "LP range START:END (replaces each shape's default plans)");
-  auto* pairs = cmd->add_option("--lp-pairs", options->lp_pairs, "LP pairs named by their first layer");
-  auto* file = cmd->add_option("--lp-plan", options->lp_plan_file, "file holding an LP range or pair list");
-  lp->excludes(pairs)->excludes(file);
-  pairs->excludes(file);
+  options->add_to(*cmd);
+  cmd->footer("An LP option replaces each shape's default plans; the baseline always runs in the same sweep.");
   cmd->add_flag("--baseline-only", options->baseline_only, "skip LP plans");
   cmd->add_flag("--prefill-breakdown", options->prefill_breakdown,
                 "also time each prefill stage (summed over layers) with CUDA events, to stderr");
