@@ -10,6 +10,18 @@ namespace {
 
 constexpr int kRopeWarps = 4;
 
+// Dimension d of a head after RoPE: v = head[d], head = the whole head's values
+// (for d's partner), cos_row/sin_row = the position's table rows [Dh/2].
+// Interleaved pairs (2i, 2i+1); otherwise (i, i + Dh/2).
+__device__ __forceinline__ float rope_rotate(float v, const float* head, int d, int half, bool interleaved,
+                                             const float* cos_row, const float* sin_row) {
+  const bool first = interleaved ? (d % 2) == 0 : d < half;
+  const int i = interleaved ? d / 2 : d % half;
+  const int partner = interleaved ? (first ? d + 1 : d - 1) : (first ? d + half : d - half);
+  const float c = cos_row[i], s = sin_row[i], other = head[partner];
+  return first ? v * c - other * s : other * s + v * c;
+}
+
 // Decode (T <= kGemvMaxRows): one block of Dh threads per (head of the fused q|k|v row, token), the
 // shortest dependency chain for a handful of rows.
 __global__ void rope_qkv_write_block_kernel(RopeQkvArgs a) {
@@ -39,21 +51,8 @@ __global__ void rope_qkv_write_block_kernel(RopeQkvArgs a) {
     }
     vals[d] = v;
     __syncthreads();
-    // Pair index i and partner dimension for the two styles.
-    int i, partner;
-    bool first;
-    if (a.interleaved) {
-      i = d / 2;
-      first = (d % 2) == 0;
-      partner = first ? d + 1 : d - 1;
-    } else {
-      i = d % half;
-      first = d < half;
-      partner = first ? d + half : d - half;
-    }
-    const float c = a.cos[static_cast<int64_t>(pos) * half + i], s = a.sin[static_cast<int64_t>(pos) * half + i];
-    const float other = vals[partner];
-    v = first ? v * c - other * s : other * s + v * c;
+    v = rope_rotate(v, vals, d, half, a.interleaved, a.cos + static_cast<int64_t>(pos) * half,
+                    a.sin + static_cast<int64_t>(pos) * half);
   }
   if (is_q) {
     a.q[(static_cast<int64_t>(t) * a.H + head) * Dh + d] = __float2bfloat16(v);
@@ -108,22 +107,8 @@ __global__ __launch_bounds__(kRopeWarps * 32) void rope_qkv_write_kernel(RopeQkv
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         if (i < per) {
-          const int d = lane + 32 * i;
-          // Pair index p and partner dimension for the two styles.
-          int p, partner;
-          bool first;
-          if (a.interleaved) {
-            p = d / 2;
-            first = (d % 2) == 0;
-            partner = first ? d + 1 : d - 1;
-          } else {
-            p = d % half;
-            first = d < half;
-            partner = first ? d + half : d - half;
-          }
-          const float c = a.cos[static_cast<int64_t>(pos) * half + p], s = a.sin[static_cast<int64_t>(pos) * half + p];
-          const float other = sv[partner];
-          v[i] = first ? v[i] * c - other * s : other * s + v[i] * c;
+          v[i] = rope_rotate(v[i], sv, lane + 32 * i, half, a.interleaved, a.cos + static_cast<int64_t>(pos) * half,
+                             a.sin + static_cast<int64_t>(pos) * half);
         }
       }
       __syncwarp();  // sv is rewritten by the next item
