@@ -199,6 +199,38 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"smollm2_shape", smollm2_shape(), {}}, Case{"smollm2_shape_lp1", smollm2_shape(), {1}}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
+// Decode over several flash-decoding chunks, against the CPU (the other tests' contexts fit in one chunk):
+// a 300-token prompt spans 5 chunks of 64 keys, out of 16 (max_context 1024) or 32 (2048) per KV head.
+TEST(CudaDecode, LongContextMatchesCpu) {
+  const Case c{"smollm2_shape", smollm2_shape(), {}};
+  const ModelWeights w = bf16_weights(c, 12);
+  const int V = c.config.vocab_size, n = 300;
+  const std::vector<int32_t> prompt = prompt_tokens(n, V, 77);
+  CpuModel cpu(w, 2048);
+  KvCache cache = cpu.new_cache(2048);
+  std::vector<float> ref, out;
+  ASSERT_TRUE(cpu.forward(prompt.data(), n, cache, LogitsMode::Last, ref).ok());
+  std::vector<std::vector<float>> ref_steps;
+  std::vector<int32_t> ref_tokens;
+  for (int step = 0; step < 4; ++step) {
+    const int32_t token = argmax(ref.data(), V);
+    ref_tokens.push_back(token);
+    ASSERT_TRUE(cpu.forward(&token, 1, cache, LogitsMode::Last, ref).ok());
+    ref_steps.push_back(ref);
+  }
+  for (int max_context : {1024, 2048}) {
+    SCOPED_TRACE("max_context=" + std::to_string(max_context));
+    auto gpu = make_cuda(w, 1, max_context, 512);
+    ASSERT_TRUE(gpu);
+    ASSERT_TRUE(gpu->prefill(0, prompt.data(), n, LogitsMode::Last, out).ok());
+    for (int step = 0; step < 4; ++step) {
+      const Status d = gpu->decode(&ref_tokens[step], 1, out);
+      ASSERT_TRUE(d.ok()) << d.message();
+      EXPECT_LT(rel_l2(out.data(), ref_steps[step].data(), V), kLogitsRelTol) << "decode step " << step;
+    }
+  }
+}
+
 // B sequences decoded together (each at its own position) give each sequence the same
 // tokens as decoding it alone: gemv (B <= 8) and cuBLAS (B > 8) paths.
 TEST(CudaBatch, BatchMatchesSingleSequence) {

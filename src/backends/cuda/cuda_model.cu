@@ -1,11 +1,14 @@
 // CudaModel (cuda_model.h): weights upload, buffers, the forward pass and CUDA graphs.
 //
-// Per layer, a decode step of B <= 8 sequences is 7 kernels:
-//   gemv(qkv, RMSNorm fused)  -> rope_qkv_write (bias, q/k norm, RoPE, KV write)
-//   -> attention_decode_split_kv (chunks + merge) -> gemv(out, residual add fused)
-//   -> gemv(gate|up, RMSNorm + SiLU-mul fused) -> gemv(down, residual add fused)
-// Larger batches and prefill use cuBLAS for the linear maps (with RMSNorm and
-// SiLU-mul as separate kernels) and flash attention for prefill.
+// Per layer, a decode step of B <= 8 sequences is 6 kernels:
+//   gemv(qkv, RMSNorm fused; bias, RoPE and the q / K / V cache writes in its epilogue)
+//   -> attention_decode_split_kv (chunks + merge)
+//   -> gemv(out, residual add fused) -> gemv(gate|up, RMSNorm + SiLU-mul fused)
+//   -> gemv(down, residual add fused)
+// (qwen3's q/k norm needs whole heads, so there rope_qkv_write runs after the
+// gemv.) Larger batches and prefill use cuBLAS for the linear maps (with
+// RMSNorm, SiLU-mul and rope_qkv_write as separate kernels) and flash attention
+// for prefill.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -26,7 +29,7 @@ namespace {
 
 struct DeviceLayer {
   int H = 0, Hkv = 0, F = 0;
-  bf16* wqkv = nullptr;     // [(H+2Hkv)*Dh, D], attn_norm gain folded in
+  bf16* wqkv = nullptr;     // [(H+2Hkv)*Dh, D], attn_norm gain folded in, q/k rows in RoPE pair order
   float* bias = nullptr;    // [(H+2Hkv)*Dh] or null (qwen2)
   float* q_norm = nullptr;  // [H, Dh] or null (qwen3)
   float* k_norm = nullptr;  // [Hkv, Dh] or null
@@ -71,7 +74,7 @@ struct CudaModel::Impl {
   int logit_rows_cap = 0;
   float* x = nullptr;          // [rows, D] residual stream
   bf16* xn = nullptr;          // [rows, D]
-  float* qkv = nullptr;        // [rows, (Hmax+2Hkvmax)*Dh]
+  float* qkv = nullptr;        // [rows, (Hmax+2Hkvmax)*Dh] f32 (decode) or bf16 (prefill)
   bf16* q = nullptr;           // [rows, Hmax*Dh]
   bf16* attn = nullptr;        // [rows, Hmax*Dh]
   bf16* gu = nullptr;          // [rows, 2Fmax]
@@ -231,11 +234,13 @@ struct CudaModel::Impl {
     }
     switch (out_kind) {
       case cuda::GemvOutput::StoreF32: return cuda::gemm(cublas, x_bf16, w, out, true, T, N, K, 0.0f, stream);
+      case cuda::GemvOutput::StoreBf16: return cuda::gemm(cublas, x_bf16, w, out, false, T, N, K, 0.0f, stream);
       case cuda::GemvOutput::AddF32: return cuda::gemm(cublas, x_bf16, w, out, true, T, N, K, 1.0f, stream);
       case cuda::GemvOutput::SiluMulBf16:
         DUET_TRY(cuda::gemm(cublas, x_bf16, w, gu, false, T, N, K, 0.0f, stream));
         mark("gemm_gate_up");
         return cuda::silu_mul_interleaved(gu, static_cast<bf16*>(out), T, N / 2, stream);
+      case cuda::GemvOutput::RopeQkvWrite: break;  // gemv only (enqueue_layers checks gemv_supported first)
     }
     return make_error("linear: unknown output kind");
   }
@@ -250,17 +255,13 @@ struct CudaModel::Impl {
     DUET_TRY(cuda::embed(d_tok, embd, x, T, D, stream));
     for (const DeviceLayer& L : layers) {
       const int nqkv = (L.H + 2 * L.Hkv) * Dh;
-      DUET_TRY(linear(x, GemvInput::F32RmsNorm, nullptr, L.wqkv, nqkv, D, T, qkv, GemvOutput::StoreF32));
-      mark("gemm_qkv");
       cuda::RopeQkvArgs r;
-      r.qkv = qkv;
       r.bias = L.bias;
       r.q_norm = L.q_norm;
       r.k_norm = L.k_norm;
       r.eps = c.rms_eps;
       r.cos = rope_cos;
       r.sin = rope_sin;
-      r.interleaved = c.rope_style == RopeStyle::Interleaved;
       r.pos = d_pos;
       r.slot = d_slot;
       r.q = q;
@@ -271,8 +272,29 @@ struct CudaModel::Impl {
       r.Hkv = L.Hkv;
       r.Dh = Dh;
       r.S = S;
-      DUET_TRY(cuda::rope_qkv_write(r, stream));
-      mark("rope_qkv_write");
+      if (decode_phase && !L.q_norm && cuda::gemv_supported(T, D)) {
+        cuda::GemvArgs a;
+        a.w = L.wqkv;
+        a.N = nqkv;
+        a.K = D;
+        a.T = T;
+        a.in = x;
+        a.in_kind = GemvInput::F32RmsNorm;
+        a.eps = c.rms_eps;
+        a.out_kind = GemvOutput::RopeQkvWrite;
+        a.rope = r;
+        DUET_TRY(cuda::gemv(a, stream));
+      } else {
+        // A prompt's projection goes out as bf16 (half the bytes through rope_qkv_write). Batched decode
+        // keeps f32 so that a batch gives the same tokens as its sequences decoded alone (CudaBatch).
+        r.qkv = qkv;
+        r.qkv_bf16 = !decode_phase;
+        DUET_TRY(linear(x, GemvInput::F32RmsNorm, nullptr, L.wqkv, nqkv, D, T, qkv,
+                        r.qkv_bf16 ? GemvOutput::StoreBf16 : GemvOutput::StoreF32));
+        mark("gemm_qkv");
+        DUET_TRY(cuda::rope_qkv_write(r, stream));
+        mark("rope_qkv_write");
+      }
       if (decode_phase) {
         cuda::AttentionDecodeArgs a;
         a.q = q;
@@ -374,10 +396,26 @@ std::vector<uint16_t> to_bf16(const float* src, int64_t n) {
   return out;
 }
 
-// Rows of `m` with column j scaled by gain[j] (RMSNorm gain folding), appended as bf16 to `out`.
-void append_folded(const Matrix& m, const std::vector<float>& gain, std::vector<uint16_t>& out) {
+// The device pairs RoPE dims as (2i, 2i+1) (RopeQkvArgs), so that one gemv warp's two adjacent output
+// rows form a pair. Source index of device dim d within a head of `head_dim` dims: a half-split checkpoint
+// pairs (i, i + Dh/2); head_dim 0 means no reordering (v rows, interleaved checkpoints).
+int64_t rope_source_index(int64_t d, int head_dim) {
+  if (head_dim == 0) return d;
+  const int64_t head = d / head_dim, r = d % head_dim;
+  return head * head_dim + (r % 2 == 0 ? r / 2 : r / 2 + head_dim / 2);
+}
+
+std::vector<float> in_rope_order(const std::vector<float>& v, int head_dim) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = v[rope_source_index(static_cast<int64_t>(i), head_dim)];
+  return out;
+}
+
+// Rows of `m` (reordered by rope_source_index) with column j scaled by gain[j] (RMSNorm gain folding),
+// appended as bf16 to `out`.
+void append_folded(const Matrix& m, const std::vector<float>& gain, std::vector<uint16_t>& out, int head_dim = 0) {
   for (int64_t r = 0; r < m.rows; ++r) {
-    const float* row = m.row(r);
+    const float* row = m.row(rope_source_index(r, head_dim));
     for (int64_t j = 0; j < m.cols; ++j) out.push_back(f32_to_bf16(row[j] * (gain.empty() ? 1.0f : gain[j])));
   }
 }
@@ -402,23 +440,25 @@ Result<std::unique_ptr<CudaModel>> CudaModel::create(const ModelWeights& w, cons
     L.F = lw.ffn_dim;
     std::vector<uint16_t> qkv;
     qkv.reserve(static_cast<size_t>(L.H + 2 * L.Hkv) * Dh * D);
-    append_folded(lw.attn_q, lw.attn_norm, qkv);
-    append_folded(lw.attn_k, lw.attn_norm, qkv);
+    const int rope_dh = c.rope_style == RopeStyle::HalfSplit ? Dh : 0;
+    append_folded(lw.attn_q, lw.attn_norm, qkv, rope_dh);
+    append_folded(lw.attn_k, lw.attn_norm, qkv, rope_dh);
     append_folded(lw.attn_v, lw.attn_norm, qkv);
     DUET_TRY(impl->upload(qkv, &L.wqkv));
     if (!lw.attn_q_bias.empty() || !lw.attn_k_bias.empty() || !lw.attn_v_bias.empty()) {
       std::vector<float> bias;
-      auto add = [&](const std::vector<float>& b, int n) {
-        if (b.empty()) bias.insert(bias.end(), n, 0.0f); else bias.insert(bias.end(), b.begin(), b.end());
+      auto add = [&](const std::vector<float>& b, int n, int head_dim) {
+        if (b.empty()) bias.insert(bias.end(), n, 0.0f);
+        else for (float v : in_rope_order(b, head_dim)) bias.push_back(v);
       };
-      add(lw.attn_q_bias, L.H * Dh);
-      add(lw.attn_k_bias, L.Hkv * Dh);
-      add(lw.attn_v_bias, L.Hkv * Dh);
+      add(lw.attn_q_bias, L.H * Dh, rope_dh);
+      add(lw.attn_k_bias, L.Hkv * Dh, rope_dh);
+      add(lw.attn_v_bias, L.Hkv * Dh, 0);
       DUET_TRY(impl->upload(bias, &L.bias));
     }
     if (!lw.attn_q_norm.empty()) {
-      DUET_TRY(impl->upload(lw.attn_q_norm.data, &L.q_norm));
-      DUET_TRY(impl->upload(lw.attn_k_norm.data, &L.k_norm));
+      DUET_TRY(impl->upload(in_rope_order(lw.attn_q_norm.data, rope_dh), &L.q_norm));
+      DUET_TRY(impl->upload(in_rope_order(lw.attn_k_norm.data, rope_dh), &L.k_norm));
     }
     DUET_TRY(impl->upload(to_bf16(lw.attn_out.data.data(), static_cast<int64_t>(lw.attn_out.data.size())), &L.wo));
     std::vector<uint16_t> gu;

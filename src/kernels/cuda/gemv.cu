@@ -6,15 +6,16 @@
 // the T input rows sit in shared memory as bf16. The grid is sized to the
 // number of blocks that fit on the chip and loops over row pairs, so the input
 // staging (including the fused RMSNorm) is paid once per resident block.
-// Fusions: RMSNorm on the input (F32RmsNorm), residual add (AddF32) and
-// SiLU(gate)*up over interleaved gate/up rows (SiluMulBf16).
+// Fusions: RMSNorm on the input (F32RmsNorm), residual add (AddF32),
+// SiLU(gate)*up over interleaved gate/up rows (SiluMulBf16), and for the QKV
+// projection bias + RoPE + the q / K / V cache writes (RopeQkvWrite): a warp's
+// two adjacent rows are exactly one RoPE pair, so the epilogue can rotate them.
 // Chosen by the model when gemv_supported(T, K); otherwise cuBLAS (gemm.cu).
 // Preconditions: N even, K % 8 == 0, 16-byte aligned W, in and out.
 #include <algorithm>
-#include <cstdlib>
 
 #include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/ops.cuh"
+#include "kernels/cuda/rope.cuh"
 
 namespace duet::cuda {
 namespace {
@@ -45,23 +46,44 @@ __device__ __forceinline__ float dot8(const uint4& a, const uint4& b, float acc)
   return acc;
 }
 
+// Loads this lane's kUnroll 16-byte chunks of rows `row` and `row + 1` starting at chunk c0 (zeros past K).
+__device__ __forceinline__ void load_row_pair(const bf16* __restrict__ w, int row, int K, int c0, uint4 (&a)[kUnroll],
+                                              uint4 (&b)[kUnroll]) {
+  const int nchunks = K / 8;
+  const uint4* w0 = reinterpret_cast<const uint4*>(w + static_cast<int64_t>(row) * K);
+  const uint4* w1 = w0 + nchunks;
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int c = c0 + 32 * u;
+    if (c < nchunks) {
+      a[u] = load_streaming(w0 + c);
+      b[u] = load_streaming(w1 + c);
+    } else {
+      a[u] = b[u] = make_uint4(0, 0, 0, 0);
+    }
+  }
+}
+
 // kRows: compile-time row capacity (1, 2, 4, 8); rows <= kRows are real, the rest are zero padding.
-template <int kRows, GemvInput kIn, GemvOutput kOut>
-__global__ __launch_bounds__(kThreads) void gemv_kernel(const bf16* __restrict__ w, const void* __restrict__ in,
-                                                        const float* __restrict__ norm_w, float eps,
-                                                        void* __restrict__ out, int N, int K, int rows,
-                                                        bool prefetch_w) {
+// kPreload: W does not depend on the previous kernel, so each warp issues its first loads before
+// griddepcontrol.wait and under PDL they overlap the previous kernel's tail. It pays only for small
+// matrices, where a launch is mostly latency (bench/RESULTS.md: -5.6% per step at smollm2-135m, +0.6%
+// at llama2-7b, whose grids fill the chip and leave the next kernel's blocks nowhere to start early).
+// One row over a large W keeps 4 blocks (32 warps) per SM: the RoPE epilogue would otherwise take it to
+// 72 registers and 3 blocks, which slowed llama2-7b's QKV projection. (Small, preloaded W launches are
+// latency-bound; there the cap would only add spills.)
+template <int kRows, GemvInput kIn, GemvOutput kOut, bool kPreload>
+__global__ __launch_bounds__(kThreads, kRows == 1 && !kPreload ? 4 : 1) void gemv_kernel(
+    const bf16* __restrict__ w, const void* __restrict__ in, const float* __restrict__ norm_w, float eps,
+    void* __restrict__ out, int N, int K, int rows, RopeQkvArgs rope) {
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  // W does not depend on the previous kernel: optionally start pulling this warp's first rows
-  // into L2 before waiting on it (DUET_GEMV_PREFETCH=1; measured in bench/RESULTS.md).
-  {
-    const int row = (blockIdx.x * kWarps + warp) * 2;
-    if (prefetch_w && row < N) {
-      const char* w0 = reinterpret_cast<const char*>(w + static_cast<int64_t>(row) * K);
-      for (int c = lane; c < min(K / 8, 2 * 32 * kUnroll); c += 32) {
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(w0 + 16 * c));
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(w0 + 2 * static_cast<int64_t>(K) + 16 * c));
-      }
+  uint4 a[kUnroll], b[kUnroll];
+  bool preloaded = false;
+  if constexpr (kPreload) {
+    const int first_row = (blockIdx.x * kWarps + warp) * 2;
+    if (first_row < N) {
+      load_row_pair(w, first_row, K, lane, a, b);
+      preloaded = true;
     }
   }
   pdl_wait();
@@ -110,26 +132,36 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(const bf16* __restrict__
   }
   __syncthreads();
 
+  // RopeQkvWrite: the rows' positions and slots are read once, and each row pair's cos/sin before its
+  // dot products, so the epilogue's stores do not wait on dependent global loads.
+  int pos[kRows], slot[kRows];
+  if constexpr (kOut == GemvOutput::RopeQkvWrite) {
+#pragma unroll
+    for (int t = 0; t < kRows; ++t) {
+      pos[t] = t < rows ? rope.pos[t] : 0;
+      slot[t] = t < rows ? rope.slot[t] : 0;
+    }
+  }
+
   const int nchunks = K / 8;
   const uint4* xs4 = reinterpret_cast<const uint4*>(xs);
   for (int row = (blockIdx.x * kWarps + warp) * 2; row < N; row += gridDim.x * kWarps * 2) {
-    const uint4* w0 = reinterpret_cast<const uint4*>(w + static_cast<int64_t>(row) * K);
-    const uint4* w1 = w0 + nchunks;
+    float rope_cos[kRows], rope_sin[kRows];
+    if constexpr (kOut == GemvOutput::RopeQkvWrite) {
+      const int half = rope.Dh / 2, i = (row % rope.Dh) / 2;
+      const bool rotated = row < (rope.H + rope.Hkv) * rope.Dh;  // q and k rows; v rows are stored as is
+#pragma unroll
+      for (int t = 0; t < kRows; ++t) {
+        rope_cos[t] = rotated ? rope.cos[static_cast<int64_t>(pos[t]) * half + i] : 1.0f;
+        rope_sin[t] = rotated ? rope.sin[static_cast<int64_t>(pos[t]) * half + i] : 0.0f;
+      }
+    }
     float acc0[kRows], acc1[kRows];
 #pragma unroll
     for (int t = 0; t < kRows; ++t) acc0[t] = acc1[t] = 0;
     for (int c0 = lane; c0 < nchunks; c0 += 32 * kUnroll) {
-      uint4 a[kUnroll], b[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int c = c0 + 32 * u;
-        if (c < nchunks) {
-          a[u] = load_streaming(w0 + c);
-          b[u] = load_streaming(w1 + c);
-        } else {
-          a[u] = b[u] = make_uint4(0, 0, 0, 0);
-        }
-      }
+      if (!preloaded) load_row_pair(w, row, K, c0, a, b);
+      preloaded = false;
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int c = c0 + 32 * u;
@@ -162,6 +194,18 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(const bf16* __restrict__
           float* y = static_cast<float*>(out) + static_cast<int64_t>(t) * N + row;
           y[0] += acc0[t];
           y[1] += acc1[t];
+        } else if constexpr (kOut == GemvOutput::StoreBf16) {
+          bf16* y = static_cast<bf16*>(out) + static_cast<int64_t>(t) * N + row;
+          *reinterpret_cast<__nv_bfloat162*>(y) = __floats2bfloat162_rn(acc0[t], acc1[t]);
+        } else if constexpr (kOut == GemvOutput::RopeQkvWrite) {
+          float v0 = acc0[t], v1 = acc1[t];
+          if (rope.bias) {
+            v0 += rope.bias[row];
+            v1 += rope.bias[row + 1];
+          }
+          const float c = rope_cos[t], s = rope_sin[t];  // (1, 0) on v rows
+          bf16* dst = qkv_destination(rope, t, row / rope.Dh, row % rope.Dh, slot[t], pos[t]);
+          *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(v0 * c - v1 * s, v0 * s + v1 * c);
         } else {
           bf16* y = static_cast<bf16*>(out) + static_cast<int64_t>(t) * (N / 2) + row / 2;
           *y = __float2bfloat16(acc0[t] / (1.0f + __expf(-acc0[t])) * acc1[t]);
@@ -181,9 +225,9 @@ int sm_count() {
   return count;
 }
 
-template <int kRows, GemvInput kIn, GemvOutput kOut>
-Status launch(const GemvArgs& a, cudaStream_t stream) {
-  auto kernel = gemv_kernel<kRows, kIn, kOut>;
+template <int kRows, GemvInput kIn, GemvOutput kOut, bool kPreload>
+Status launch_with(const GemvArgs& a, cudaStream_t stream) {
+  auto kernel = gemv_kernel<kRows, kIn, kOut, kPreload>;
   const int smem = kRows * a.K * 2;
   if (smem > 48 * 1024) {
     DUET_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
@@ -192,13 +236,16 @@ Status launch(const GemvArgs& a, cudaStream_t stream) {
   DUET_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
   const int needed = (a.N + 2 * kWarps - 1) / (2 * kWarps);
   const int grid = std::max(1, std::min(needed, std::max(per_sm, 1) * sm_count()));
-  static const bool prefetch = [] {
-    const char* env = std::getenv("DUET_GEMV_PREFETCH");
-    return env && env[0] == '1';
-  }();
   DUET_TRY(launch_kernel(kernel, dim3(grid), dim3(kThreads), smem, stream, a.w, a.in, a.norm_w, a.eps, a.out, a.N, a.K,
-                         a.T, prefetch));
+                         a.T, a.rope));
   return ok_status();
+}
+
+template <int kRows, GemvInput kIn, GemvOutput kOut>
+Status launch(const GemvArgs& a, cudaStream_t stream) {
+  constexpr int64_t kPreloadMaxBytes = 8 << 20;  // ~3 us of HBM time: below it a launch is mostly latency
+  if (static_cast<int64_t>(a.N) * a.K * 2 <= kPreloadMaxBytes) return launch_with<kRows, kIn, kOut, true>(a, stream);
+  return launch_with<kRows, kIn, kOut, false>(a, stream);
 }
 
 template <int kRows, GemvInput kIn>
@@ -206,7 +253,11 @@ Status dispatch_out(const GemvArgs& a, cudaStream_t stream) {
   switch (a.out_kind) {
     case GemvOutput::StoreF32: return launch<kRows, kIn, GemvOutput::StoreF32>(a, stream);
     case GemvOutput::AddF32: return launch<kRows, kIn, GemvOutput::AddF32>(a, stream);
+    case GemvOutput::StoreBf16: return launch<kRows, kIn, GemvOutput::StoreBf16>(a, stream);
     case GemvOutput::SiluMulBf16: return launch<kRows, kIn, GemvOutput::SiluMulBf16>(a, stream);
+    case GemvOutput::RopeQkvWrite:
+      if (a.rope.q_norm || a.rope.k_norm) return make_error("gemv: q/k norm cannot be fused (use rope_qkv_write)");
+      return launch<kRows, kIn, GemvOutput::RopeQkvWrite>(a, stream);
   }
   return make_error("gemv: unknown output kind");
 }

@@ -3,9 +3,11 @@
 // launch and block scheduling overlap the tail of the previous one; at decode
 // of small models the gaps between ~240 short kernels are most of the step.
 // Contract for every kernel launched this way: call pdl_wait() before touching
-// global memory (it returns once the preceding grid has completed and its
-// writes are visible), then pdl_launch_dependents() to let the next grid start
-// its launch. Both are no-ops below sm_90 (the portable compute_80 build).
+// global memory that earlier kernels of the step write (it returns once the
+// preceding grid has completed and its writes are visible), then
+// pdl_launch_dependents() to let the next grid start its launch. Reads of what
+// no kernel of the step writes (weights, the step's staged positions, older
+// cache rows) may go first: that is how a kernel overlaps its predecessor. Both are no-ops below sm_90 (the portable compute_80 build).
 #pragma once
 
 #include <utility>

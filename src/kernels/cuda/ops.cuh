@@ -26,6 +26,30 @@ Status fill_uniform(bf16* p, int64_t n, uint64_t seed, float scale, float offset
 // fill_uniform_f32: as fill_uniform for an f32 array.
 Status fill_uniform_f32(float* p, int64_t n, uint64_t seed, float scale, float offset, cudaStream_t stream);
 
+// rope_qkv_write: splits qkv [T,(H+2Hkv)*Dh] (f32, or bf16 when qkv_bf16) into heads, adds bias
+// [(H+2Hkv)*Dh] (or null), applies per-head RMS norm with gains q_norm [H,Dh] / k_norm [Hkv,Dh] (or null),
+// rotates q and k at position pos[t] with cos/sin [S,Dh/2], writes q [T,H,Dh] bf16 and k/v into the caches
+// [slots,Hkv,S,Dh] bf16 at (slot[t], pos[t]). pos, slot [T] int32 on the device. RoPE pairs are adjacent
+// dims (2i, 2i+1) with frequency i: CudaModel stores the q/k rows of half-split checkpoints permuted into
+// that order, which leaves every q.k product unchanged.
+struct RopeQkvArgs {
+  const void* qkv = nullptr;
+  bool qkv_bf16 = false;
+  const float* bias = nullptr;
+  const float* q_norm = nullptr;
+  const float* k_norm = nullptr;
+  float eps = 1e-6f;
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+  const int32_t* pos = nullptr;
+  const int32_t* slot = nullptr;
+  bf16* q = nullptr;
+  bf16* k_cache = nullptr;
+  bf16* v_cache = nullptr;
+  int T = 0, H = 0, Hkv = 0, Dh = 0, S = 0;
+};
+Status rope_qkv_write(const RopeQkvArgs& args, cudaStream_t stream);
+
 // gemv: y[t,n] (op)= sum_k in[t,k] W[n,k] for T <= kGemvMaxRows rows, streaming W once with 16-byte loads.
 // W [N,K] bf16, N even, K % 8 == 0, W 16-byte aligned. The input rows are staged in shared memory as bf16:
 //   GemvInput::Bf16       in [T,K] bf16
@@ -33,10 +57,13 @@ Status fill_uniform_f32(float* p, int64_t n, uint64_t seed, float scale, float o
 // Outputs:
 //   GemvOutput::StoreF32    y [T,N] f32:  y = acc
 //   GemvOutput::AddF32      y [T,N] f32:  y += acc (residual add)
+//   GemvOutput::StoreBf16   y [T,N] bf16: y = acc
 //   GemvOutput::SiluMulBf16 y [T,N/2] bf16: y[t,i] = silu(acc[t,2i]) * acc[t,2i+1] (W rows gate/up interleaved)
+//   GemvOutput::RopeQkvWrite  W is the fused q|k|v projection and acc its row; what rope_qkv_write does with
+//                             it (bias, RoPE, q and K/V cache writes; no q/k norm) happens in the epilogue.
 constexpr int kGemvMaxRows = 8;
 enum class GemvInput { Bf16, F32RmsNorm };
-enum class GemvOutput { StoreF32, AddF32, SiluMulBf16 };
+enum class GemvOutput { StoreF32, AddF32, StoreBf16, SiluMulBf16, RopeQkvWrite };
 struct GemvArgs {
   const bf16* w = nullptr;  // [N,K]
   int N = 0, K = 0, T = 0;
@@ -44,8 +71,9 @@ struct GemvArgs {
   GemvInput in_kind = GemvInput::Bf16;
   const float* norm_w = nullptr;  // [K] or null
   float eps = 1e-5f;
-  void* out = nullptr;
+  void* out = nullptr;  // unused by RopeQkvWrite
   GemvOutput out_kind = GemvOutput::StoreF32;
+  RopeQkvArgs rope;  // RopeQkvWrite only (qkv, q_norm and k_norm unused)
 };
 // Whether gemv handles T rows of K inputs (row count and shared-memory size).
 bool gemv_supported(int T, int K);
@@ -55,27 +83,6 @@ Status gemv(const GemvArgs& args, cudaStream_t stream);
 Status gemm(cublasHandle_t handle, const bf16* x, const bf16* w, void* y, bool y_f32, int T, int N, int K,
             float beta, cudaStream_t stream);
 
-// rope_qkv_write: splits qkv [T,(H+2Hkv)*Dh] f32 into heads, adds bias [(H+2Hkv)*Dh] (or null), applies
-// per-head RMS norm with gains q_norm [H,Dh] / k_norm [Hkv,Dh] (or null), rotates q and k at position pos[t]
-// with cos/sin [S,Dh/2], writes q [T,H,Dh] bf16 and k/v into the caches [slots,Hkv,S,Dh] bf16 at
-// (slot[t], pos[t]). pos, slot [T] int32 on the device.
-struct RopeQkvArgs {
-  const float* qkv = nullptr;
-  const float* bias = nullptr;
-  const float* q_norm = nullptr;
-  const float* k_norm = nullptr;
-  float eps = 1e-6f;
-  const float* cos = nullptr;
-  const float* sin = nullptr;
-  bool interleaved = false;  // RopeStyle::Interleaved pairs (2i,2i+1), else (i, i+Dh/2)
-  const int32_t* pos = nullptr;
-  const int32_t* slot = nullptr;
-  bf16* q = nullptr;
-  bf16* k_cache = nullptr;
-  bf16* v_cache = nullptr;
-  int T = 0, H = 0, Hkv = 0, Dh = 0, S = 0;
-};
-Status rope_qkv_write(const RopeQkvArgs& args, cudaStream_t stream);
 
 // attention_decode_split_kv (flash-decoding): for each query i, out[i,h,:] = softmax_s(q[i,h,:].k[s]/sqrt(Dh)) v[s]
 // over the valid cache positions s in [0, pos[i]] of sequence slot[i], KV head h / (H/Hkv). Keys are cut
