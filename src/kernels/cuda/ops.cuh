@@ -104,7 +104,8 @@ Status attention_decode_split_kv(const AttentionDecodeArgs& args, cudaStream_t s
 
 // attention_prefill: causal attention of T new tokens of one sequence at positions pos0..pos0+T-1 over the
 // cache positions [0, pos0+T) (flash attention on tensor cores, mma.sync m16n8k16; scores never leave
-// registers). q [T,H,Dh] bf16; k/v [Hkv,S,Dh] bf16 (one sequence's cache); out [T,H*Dh] bf16. Dh in {64,128}.
+// registers). q [T,H,Dh] bf16; k/v [Hkv,S,Dh] bf16 (one sequence's cache, Hkv*S*Dh < 2^31); out [T,H*Dh] bf16.
+// Dh in {64,128}.
 Status attention_prefill(const bf16* q, const bf16* k, const bf16* v, bf16* out, int T, int pos0, int H, int Hkv,
                          int Dh, int S, cudaStream_t stream);
 
