@@ -148,7 +148,7 @@ void run_bench(const BenchOptions& o) {
         po.max_prefill = o.prefill;
         std::fprintf(stderr, "  %s lp=%s: prefill %d tokens...\n", src.name.c_str(), plan_name.c_str(), o.prefill);
         auto model = value_or_fail(src.build(plan, po, o.seed));
-        prefill_ms = value_or_fail(model->time_prefill(o.prefill, 1, 3));
+        prefill_ms = value_or_fail(model->time_prefill(o.prefill, 2, 10));
         prefill_tflops = model->prefill_flops(o.prefill) / (prefill_ms * 1e-3) / 1e12;
         if (o.prefill_breakdown) {
           double total = 0;

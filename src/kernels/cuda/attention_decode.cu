@@ -41,14 +41,17 @@ __global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(Attent
   // pos and slot are inputs of the whole step (staged before the graph), and every cached key before
   // the newest was written by earlier steps: so the chunk's old K/V rows can be pulled into L2 before
   // waiting on the previous kernel (which writes only the newest row), overlapping its tail. That pays
-  // when the layer's cache is small (smollm2-135m: 0.581 -> 0.556 ms per step); a large one is evicted
-  // again by the QKV projection streaming through L2 before it is read (llama2-7b: 5.34 -> 5.54 ms).
+  // for small layers (smollm2-135m: 0.581 -> 0.556 ms per step); behind a large QKV projection the
+  // lines are evicted again by its weights streaming through L2 (llama2-7b: 5.34 -> 5.54 ms).
+  if constexpr (!kPrefetch) {
+    pdl_wait();
+    pdl_launch_dependents();
+  }
   const int chunk = blockIdx.x, g = blockIdx.y, i = blockIdx.z;
   const int len = a.pos[i] + 1;
   const int k0 = chunk * a.chunk;
   if (k0 >= len) {
-    pdl_wait();  // keeps the PDL contract: every block waits before it ends
-    pdl_launch_dependents();
+    if constexpr (kPrefetch) pdl_wait();  // every block waits before it ends
     return;
   }
   const int k1 = min(len, k0 + a.chunk);
@@ -62,9 +65,9 @@ __global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(Attent
       const bf16* p = cache + head_base + static_cast<int64_t>(k0) * kDh + line * 64;
       asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
     }
+    pdl_wait();
+    pdl_launch_dependents();
   }
-  pdl_wait();
-  pdl_launch_dependents();
   const int kg = threadIdx.x / kLanes, sub = threadIdx.x % kLanes;
 
   const bf16* kp = a.k_cache + head_base + sub * 8;
@@ -186,8 +189,9 @@ Status launch(const AttentionDecodeArgs& a, cudaStream_t stream) {
   // K and V of every sequence of the step at full context, against L2's 50 MB.
   const int64_t cache_bytes = 4ll * a.Nq * a.Hkv * a.S * kDh;
   constexpr int64_t kPrefetchMaxCacheBytes = 4 << 20;
-  auto kernel = cache_bytes <= kPrefetchMaxCacheBytes ? attention_decode_chunk_kernel<kDh, kGroup, true>
-                                                      : attention_decode_chunk_kernel<kDh, kGroup, false>;
+  const bool prefetch = a.prefetch_kv && cache_bytes <= kPrefetchMaxCacheBytes;
+  auto kernel = prefetch ? attention_decode_chunk_kernel<kDh, kGroup, true>
+                         : attention_decode_chunk_kernel<kDh, kGroup, false>;
   DUET_TRY(launch_kernel(kernel, dim3(n_chunks, a.Hkv, a.Nq), dim3(kThreads), 0, stream, a, scale_log2, n_chunks));
   DUET_TRY(launch_kernel(attention_merge_chunks_kernel, dim3(a.H, a.Nq), dim3(kDh), 0, stream, a, n_chunks));
   return ok_status();

@@ -69,13 +69,19 @@ __device__ __forceinline__ void load_row_pair(const bf16* __restrict__ w, int ro
 // griddepcontrol.wait and under PDL they overlap the previous kernel's tail. It pays only for small
 // matrices, where a launch is mostly latency (bench/RESULTS.md: -5.6% per step at smollm2-135m, +0.6%
 // at llama2-7b, whose grids fill the chip and leave the next kernel's blocks nowhere to start early).
-// One row over a large W keeps 4 blocks (32 warps) per SM: the RoPE epilogue would otherwise take it to
-// 72 registers and 3 blocks, which slowed llama2-7b's QKV projection. (Small, preloaded W launches are
-// latency-bound; there the cap would only add spills.)
+// The RoPE epilogue's arguments ride only on its own instantiation, so the other launches' parameter
+// blocks stay as small as they were.
+template <GemvOutput kOut>
+struct EpilogueArgs {};
+template <>
+struct EpilogueArgs<GemvOutput::RopeQkvWrite> {
+  RopeQkvArgs rope;
+};
+
 template <int kRows, GemvInput kIn, GemvOutput kOut, bool kPreload>
-__global__ __launch_bounds__(kThreads, kRows == 1 && !kPreload ? 4 : 1) void gemv_kernel(
+__global__ __launch_bounds__(kThreads) void gemv_kernel(
     const bf16* __restrict__ w, const void* __restrict__ in, const float* __restrict__ norm_w, float eps,
-    void* __restrict__ out, int N, int K, int rows, RopeQkvArgs rope) {
+    void* __restrict__ out, int N, int K, int rows, EpilogueArgs<kOut> epilogue) {
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   uint4 a[kUnroll], b[kUnroll];
   bool preloaded = false;
@@ -138,8 +144,8 @@ __global__ __launch_bounds__(kThreads, kRows == 1 && !kPreload ? 4 : 1) void gem
   if constexpr (kOut == GemvOutput::RopeQkvWrite) {
 #pragma unroll
     for (int t = 0; t < kRows; ++t) {
-      pos[t] = t < rows ? rope.pos[t] : 0;
-      slot[t] = t < rows ? rope.slot[t] : 0;
+      pos[t] = t < rows ? epilogue.rope.pos[t] : 0;
+      slot[t] = t < rows ? epilogue.rope.slot[t] : 0;
     }
   }
 
@@ -148,12 +154,13 @@ __global__ __launch_bounds__(kThreads, kRows == 1 && !kPreload ? 4 : 1) void gem
   for (int row = (blockIdx.x * kWarps + warp) * 2; row < N; row += gridDim.x * kWarps * 2) {
     float rope_cos[kRows], rope_sin[kRows];
     if constexpr (kOut == GemvOutput::RopeQkvWrite) {
-      const int half = rope.Dh / 2, i = (row % rope.Dh) / 2;
-      const bool rotated = row < (rope.H + rope.Hkv) * rope.Dh;  // q and k rows; v rows are stored as is
+      const RopeQkvArgs& r = epilogue.rope;
+      const int half = r.Dh / 2, i = (row % r.Dh) / 2;
+      const bool rotated = row < (r.H + r.Hkv) * r.Dh;  // q and k rows; v rows are stored as is
 #pragma unroll
       for (int t = 0; t < kRows; ++t) {
-        rope_cos[t] = rotated ? rope.cos[static_cast<int64_t>(pos[t]) * half + i] : 1.0f;
-        rope_sin[t] = rotated ? rope.sin[static_cast<int64_t>(pos[t]) * half + i] : 0.0f;
+        rope_cos[t] = rotated ? r.cos[static_cast<int64_t>(pos[t]) * half + i] : 1.0f;
+        rope_sin[t] = rotated ? r.sin[static_cast<int64_t>(pos[t]) * half + i] : 0.0f;
       }
     }
     float acc0[kRows], acc1[kRows];
@@ -198,13 +205,14 @@ __global__ __launch_bounds__(kThreads, kRows == 1 && !kPreload ? 4 : 1) void gem
           bf16* y = static_cast<bf16*>(out) + static_cast<int64_t>(t) * N + row;
           *reinterpret_cast<__nv_bfloat162*>(y) = __floats2bfloat162_rn(acc0[t], acc1[t]);
         } else if constexpr (kOut == GemvOutput::RopeQkvWrite) {
+          const RopeQkvArgs& r = epilogue.rope;
           float v0 = acc0[t], v1 = acc1[t];
-          if (rope.bias) {
-            v0 += rope.bias[row];
-            v1 += rope.bias[row + 1];
+          if (r.bias) {
+            v0 += r.bias[row];
+            v1 += r.bias[row + 1];
           }
           const float c = rope_cos[t], s = rope_sin[t];  // (1, 0) on v rows
-          bf16* dst = qkv_destination(rope, t, row / rope.Dh, row % rope.Dh, slot[t], pos[t]);
+          bf16* dst = qkv_destination(r, t, row / r.Dh, row % r.Dh, slot[t], pos[t]);
           *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(v0 * c - v1 * s, v0 * s + v1 * c);
         } else {
           bf16* y = static_cast<bf16*>(out) + static_cast<int64_t>(t) * (N / 2) + row / 2;
@@ -236,15 +244,16 @@ Status launch_with(const GemvArgs& a, cudaStream_t stream) {
   DUET_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
   const int needed = (a.N + 2 * kWarps - 1) / (2 * kWarps);
   const int grid = std::max(1, std::min(needed, std::max(per_sm, 1) * sm_count()));
+  EpilogueArgs<kOut> epilogue;
+  if constexpr (kOut == GemvOutput::RopeQkvWrite) epilogue.rope = a.rope;
   DUET_TRY(launch_kernel(kernel, dim3(grid), dim3(kThreads), smem, stream, a.w, a.in, a.norm_w, a.eps, a.out, a.N, a.K,
-                         a.T, a.rope));
+                         a.T, epilogue));
   return ok_status();
 }
 
 template <int kRows, GemvInput kIn, GemvOutput kOut>
 Status launch(const GemvArgs& a, cudaStream_t stream) {
-  constexpr int64_t kPreloadMaxBytes = 8 << 20;  // ~3 us of HBM time: below it a launch is mostly latency
-  if (static_cast<int64_t>(a.N) * a.K * 2 <= kPreloadMaxBytes) return launch_with<kRows, kIn, kOut, true>(a, stream);
+  if (gemv_latency_bound(a.N, a.K)) return launch_with<kRows, kIn, kOut, true>(a, stream);
   return launch_with<kRows, kIn, kOut, false>(a, stream);
 }
 
@@ -257,6 +266,7 @@ Status dispatch_out(const GemvArgs& a, cudaStream_t stream) {
     case GemvOutput::SiluMulBf16: return launch<kRows, kIn, GemvOutput::SiluMulBf16>(a, stream);
     case GemvOutput::RopeQkvWrite:
       if (a.rope.q_norm || a.rope.k_norm) return make_error("gemv: q/k norm cannot be fused (use rope_qkv_write)");
+      if (a.N != (a.rope.H + 2 * a.rope.Hkv) * a.rope.Dh) return make_error("gemv: N is not the fused q|k|v width");
       return launch<kRows, kIn, GemvOutput::RopeQkvWrite>(a, stream);
   }
   return make_error("gemv: unknown output kind");
@@ -271,6 +281,11 @@ Status dispatch_in(const GemvArgs& a, cudaStream_t stream) {
 int padded_rows(int T) { return T <= 1 ? 1 : T <= 2 ? 2 : T <= 4 ? 4 : 8; }
 
 }  // namespace
+
+bool gemv_latency_bound(int N, int K) {
+  constexpr int64_t kMaxBytes = 8 << 20;  // ~3 us of HBM time, about what a kernel boundary costs
+  return static_cast<int64_t>(N) * K * 2 <= kMaxBytes;
+}
 
 bool gemv_supported(int T, int K) {
   return T >= 1 && T <= kGemvMaxRows && K % 8 == 0 && padded_rows(T) * K * 2 <= kMaxStagedBytes;

@@ -77,6 +77,9 @@ struct GemvArgs {
 };
 // Whether gemv handles T rows of K inputs (row count and shared-memory size).
 bool gemv_supported(int T, int K);
+// Whether W [N,K] is small enough that a gemv launch is mostly latency rather than streaming: such
+// launches preload W before waiting on the previous kernel, and the model fuses RoPE into them.
+bool gemv_latency_bound(int N, int K);
 Status gemv(const GemvArgs& args, cudaStream_t stream);
 
 // gemm: y[T,N] = alpha * x[T,K] W[N,K]^T + beta * y. cuBLAS, fp32 compute. x, W bf16; y bf16 or f32 (y_f32).
@@ -99,6 +102,9 @@ struct AttentionDecodeArgs {
   float* part_acc = nullptr;
   float* part_ml = nullptr;
   int Nq = 0, H = 0, Hkv = 0, Dh = 0, S = 0, chunk = 0;
+  // Pull the chunk's cached K/V rows into L2 before waiting on the previous kernel. Only for a small
+  // preceding QKV projection (it would evict them again) and a cache of at most 4 MB (checked here).
+  bool prefetch_kv = false;
 };
 Status attention_decode_split_kv(const AttentionDecodeArgs& args, cudaStream_t stream);
 
