@@ -87,6 +87,10 @@ ModelConfig smollm2_shape() {  // SmolLM2-135M's widths (D 576, 9/3 heads of 64,
   return c;
 }
 
+ModelConfig long_ffn() {  // F > 24576: the down projection's decode gemv splits K (staged input over 48 KB)
+  return base_config(Arch::Llama, 2, 128, 2, 1, 64, 25600, 500);
+}
+
 ModelWeights bf16_weights(const Case& c, uint64_t seed) {
   ModelWeights w = test::rounded_to_bf16(test::random_weights(c.config, seed));
   LpPlan plan;
@@ -196,7 +200,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{"llama_gqa", llama_gqa(), {}}, Case{"llama_gqa_lp1", llama_gqa(), {1}},
                       Case{"qwen2_bias", qwen2_bias(), {}}, Case{"qwen2_bias_lp0_2", qwen2_bias(), {0, 2}},
                       Case{"qwen3_qk_norm", qwen3_qk_norm(), {}}, Case{"qwen3_qk_norm_lp1", qwen3_qk_norm(), {1}},
-                      Case{"smollm2_shape", smollm2_shape(), {}}, Case{"smollm2_shape_lp1", smollm2_shape(), {1}}),
+                      Case{"smollm2_shape", smollm2_shape(), {}}, Case{"smollm2_shape_lp1", smollm2_shape(), {1}},
+                      Case{"long_ffn", long_ffn(), {}}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
 // Decode over several flash-decoding chunks, against the CPU (the other tests' contexts fit in one chunk):

@@ -10,6 +10,9 @@
 // SiLU(gate)*up over interleaved gate/up rows (SiluMulBf16), and for the QKV
 // projection bias + RoPE + the q / K / V cache writes (RopeQkvWrite): a warp's
 // two adjacent rows are exactly one RoPE pair, so the epilogue can rotate them.
+// A residual-add map whose staged input would pass 48 KB splits K across
+// blockIdx.y (kSplitStagedBytes): LP's wide layers double the down
+// projection's K, and staging 57-76 KB slowed those launches in the graph.
 // Chosen by the model when gemv_supported(T, K); otherwise cuBLAS (gemm.cu).
 // Preconditions: N even, K % 8 == 0, 16-byte aligned W, in and out.
 #include <algorithm>
@@ -24,6 +27,7 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kUnroll = 4;
 constexpr int kMaxStagedBytes = 160 * 1024;
+constexpr int kSplitStagedBytes = 48 * 1024;
 
 __device__ __forceinline__ uint4 load_streaming(const uint4* p) {
   uint4 r;
@@ -46,12 +50,12 @@ __device__ __forceinline__ float dot8(const uint4& a, const uint4& b, float acc)
   return acc;
 }
 
-// Loads this lane's kUnroll 16-byte chunks of rows `row` and `row + 1` starting at chunk c0 (zeros past K).
-__device__ __forceinline__ void load_row_pair(const bf16* __restrict__ w, int row, int K, int c0, uint4 (&a)[kUnroll],
-                                              uint4 (&b)[kUnroll]) {
-  const int nchunks = K / 8;
-  const uint4* w0 = reinterpret_cast<const uint4*>(w + static_cast<int64_t>(row) * K);
-  const uint4* w1 = w0 + nchunks;
+// Loads this lane's kUnroll 16-byte chunks, from chunk c0 on, of two rows of W that start at w_row (the
+// first row, already offset to this block's K slice) and w_row + K; zeros past nchunks.
+__device__ __forceinline__ void load_row_pair(const bf16* __restrict__ w_row, int K, int nchunks, int c0,
+                                              uint4 (&a)[kUnroll], uint4 (&b)[kUnroll]) {
+  const uint4* w0 = reinterpret_cast<const uint4*>(w_row);
+  const uint4* w1 = reinterpret_cast<const uint4*>(w_row + K);
 #pragma unroll
   for (int u = 0; u < kUnroll; ++u) {
     const int c = c0 + 32 * u;
@@ -78,24 +82,28 @@ struct EpilogueArgs<GemvOutput::RopeQkvWrite> {
   RopeQkvArgs rope;
 };
 
+// Split K (AddF32 from a Bf16 input only): blockIdx.y picks the slice [k0, k0 + k_len) of K; each slice
+// adds its partial dot products into y with atomics, so only that slice of the input is staged.
 template <int kRows, GemvInput kIn, GemvOutput kOut, bool kPreload>
 __global__ __launch_bounds__(kThreads) void gemv_kernel(
     const bf16* __restrict__ w, const void* __restrict__ in, const float* __restrict__ norm_w, float eps,
-    void* __restrict__ out, int N, int K, int rows, EpilogueArgs<kOut> epilogue) {
+    void* __restrict__ out, int N, int K, int rows, int k_len, EpilogueArgs<kOut> epilogue) {
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int k0 = blockIdx.y * k_len, nchunks = min(k_len, K - k0) / 8;
+  const bool split = gridDim.y > 1;
   uint4 a[kUnroll], b[kUnroll];
   bool preloaded = false;
   if constexpr (kPreload) {
     const int first_row = (blockIdx.x * kWarps + warp) * 2;
     if (first_row < N) {
-      load_row_pair(w, first_row, K, lane, a, b);
+      load_row_pair(w + static_cast<int64_t>(first_row) * K + k0, K, nchunks, lane, a, b);
       preloaded = true;
     }
   }
   pdl_wait();
   pdl_launch_dependents();
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* xs = reinterpret_cast<bf16*>(smem_raw);  // [kRows, K]
+  bf16* xs = reinterpret_cast<bf16*>(smem_raw);  // [kRows, k_len]
   __shared__ float red[kWarps][kRows];
 
   // Stage the input rows as bf16 (normalised first for F32RmsNorm).
@@ -133,8 +141,14 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(
   } else {
     const uint4* x = static_cast<const uint4*>(in);
     uint4* xs4 = reinterpret_cast<uint4*>(xs);
-    const int n_real = rows * K / 8;
-    for (int i = tid; i < kRows * K / 8; i += kThreads) xs4[i] = i < n_real ? x[i] : make_uint4(0, 0, 0, 0);
+    const int slice = k_len / 8;
+#pragma unroll
+    for (int t = 0; t < kRows; ++t) {
+      const uint4* src = x + static_cast<int64_t>(t) * (K / 8) + k0 / 8;
+      for (int c = tid; c < slice; c += kThreads) {
+        xs4[t * slice + c] = t < rows && c < nchunks ? src[c] : make_uint4(0, 0, 0, 0);
+      }
+    }
   }
   __syncthreads();
 
@@ -149,7 +163,7 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(
     }
   }
 
-  const int nchunks = K / 8;
+  const int xs_stride = k_len / 8;
   const uint4* xs4 = reinterpret_cast<const uint4*>(xs);
   for (int row = (blockIdx.x * kWarps + warp) * 2; row < N; row += gridDim.x * kWarps * 2) {
     float rope_cos[kRows], rope_sin[kRows];
@@ -167,7 +181,7 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(
 #pragma unroll
     for (int t = 0; t < kRows; ++t) acc0[t] = acc1[t] = 0;
     for (int c0 = lane; c0 < nchunks; c0 += 32 * kUnroll) {
-      if (!preloaded) load_row_pair(w, row, K, c0, a, b);
+      if (!preloaded) load_row_pair(w + static_cast<int64_t>(row) * K + k0, K, nchunks, c0, a, b);
       preloaded = false;
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
@@ -175,7 +189,7 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(
         if (c < nchunks) {
 #pragma unroll
           for (int t = 0; t < kRows; ++t) {
-            const uint4 xv = xs4[t * nchunks + c];
+            const uint4 xv = xs4[t * xs_stride + c];
             acc0[t] = dot8(a[u], xv, acc0[t]);
             acc1[t] = dot8(b[u], xv, acc1[t]);
           }
@@ -199,8 +213,13 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(
           y[1] = acc1[t];
         } else if constexpr (kOut == GemvOutput::AddF32) {
           float* y = static_cast<float*>(out) + static_cast<int64_t>(t) * N + row;
-          y[0] += acc0[t];
-          y[1] += acc1[t];
+          if (split) {
+            atomicAdd(y, acc0[t]);
+            atomicAdd(y + 1, acc1[t]);
+          } else {
+            y[0] += acc0[t];
+            y[1] += acc1[t];
+          }
         } else if constexpr (kOut == GemvOutput::StoreBf16) {
           bf16* y = static_cast<bf16*>(out) + static_cast<int64_t>(t) * N + row;
           *reinterpret_cast<__nv_bfloat162*>(y) = __floats2bfloat162_rn(acc0[t], acc1[t]);
@@ -236,18 +255,26 @@ int sm_count() {
 template <int kRows, GemvInput kIn, GemvOutput kOut, bool kPreload>
 Status launch_with(const GemvArgs& a, cudaStream_t stream) {
   auto kernel = gemv_kernel<kRows, kIn, kOut, kPreload>;
-  const int smem = kRows * a.K * 2;
+  // A residual-add projection over a long K (the down projection of LP's wide layers) is split so that its
+  // staged input stays within 48 KB: more blocks per SM and twice the row-pair warps.
+  int splits = 1;
+  if constexpr (kIn == GemvInput::Bf16 && kOut == GemvOutput::AddF32) {
+    while (kRows * ((a.K / splits + 7) / 8 * 8) * 2 > kSplitStagedBytes) ++splits;
+  }
+  const int k_len = (a.K + splits - 1) / splits;
+  const int k_len8 = (k_len + 7) / 8 * 8;
+  const int smem = kRows * k_len8 * 2;
   if (smem > 48 * 1024) {
     DUET_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   }
   int per_sm = 0;
   DUET_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
   const int needed = (a.N + 2 * kWarps - 1) / (2 * kWarps);
-  const int grid = std::max(1, std::min(needed, std::max(per_sm, 1) * sm_count()));
+  const int grid = std::max(1, std::min(needed, std::max(per_sm, 1) * sm_count() / splits));
   EpilogueArgs<kOut> epilogue;
   if constexpr (kOut == GemvOutput::RopeQkvWrite) epilogue.rope = a.rope;
-  DUET_TRY(launch_kernel(kernel, dim3(grid), dim3(kThreads), smem, stream, a.w, a.in, a.norm_w, a.eps, a.out, a.N, a.K,
-                         a.T, epilogue));
+  DUET_TRY(launch_kernel(kernel, dim3(grid, splits), dim3(kThreads), smem, stream, a.w, a.in, a.norm_w, a.eps, a.out,
+                         a.N, a.K, a.T, k_len8, epilogue));
   return ok_status();
 }
 
