@@ -11,6 +11,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The config.json that sits beside an HF checkpoint's safetensors files.
+Result<std::string> hf_config_text(const SafetensorsModel& tensors) {
+  return read_text_file((fs::path(tensors.directory()) / "config.json").string());
+}
+
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -39,7 +44,7 @@ Result<ModelConfig> load_config(const std::string& path) {
     return config_from_gguf(file);
   }
   DUET_ASSIGN_OR_RETURN(SafetensorsModel tensors, SafetensorsModel::open(path));
-  DUET_ASSIGN_OR_RETURN(std::string config, read_text_file((fs::path(tensors.directory()) / "config.json").string()));
+  DUET_ASSIGN_OR_RETURN(std::string config, hf_config_text(tensors));
   return config_from_hf_json(config);
 }
 
@@ -50,7 +55,7 @@ Result<ModelWeights> load_weights(const std::string& path) {
     return load_weights_gguf(file);
   }
   DUET_ASSIGN_OR_RETURN(SafetensorsModel tensors, SafetensorsModel::open(path));
-  DUET_ASSIGN_OR_RETURN(std::string config, read_text_file((fs::path(tensors.directory()) / "config.json").string()));
+  DUET_ASSIGN_OR_RETURN(std::string config, hf_config_text(tensors));
   return load_weights_hf(tensors, config);
 }
 

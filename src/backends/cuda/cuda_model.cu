@@ -210,8 +210,9 @@ struct CudaModel::Impl {
   }
 
   // One linear map: picks gemv (T <= 8 rows, fused prologue/epilogue) or cuBLAS plus separate kernels.
+  // `rope` is RopeQkvWrite's epilogue (gemv only).
   Status linear(const void* in, cuda::GemvInput in_kind, const float* norm_w, const bf16* w, int N, int K, int T,
-                void* out, cuda::GemvOutput out_kind) {
+                void* out, cuda::GemvOutput out_kind, const cuda::RopeQkvArgs* rope = nullptr) {
     if (cuda::gemv_supported(T, K)) {
       cuda::GemvArgs a;
       a.w = w;
@@ -224,6 +225,7 @@ struct CudaModel::Impl {
       a.eps = config.rms_eps;
       a.out = out;
       a.out_kind = out_kind;
+      if (rope) a.rope = *rope;
       return cuda::gemv(a, stream);
     }
     const bf16* x_bf16 = static_cast<const bf16*>(in);
@@ -276,17 +278,7 @@ struct CudaModel::Impl {
       // one the epilogue costs more than the separate kernel (llama2-7b: +0.03 to +0.1 ms).
       const bool small_layer = cuda::gemv_supported(T, D) && cuda::gemv_latency_bound(nqkv, D);
       if (decode_phase && !L.q_norm && small_layer) {
-        cuda::GemvArgs a;
-        a.w = L.wqkv;
-        a.N = nqkv;
-        a.K = D;
-        a.T = T;
-        a.in = x;
-        a.in_kind = GemvInput::F32RmsNorm;
-        a.eps = c.rms_eps;
-        a.out_kind = GemvOutput::RopeQkvWrite;
-        a.rope = r;
-        DUET_TRY(cuda::gemv(a, stream));
+        DUET_TRY(linear(x, GemvInput::F32RmsNorm, nullptr, L.wqkv, nqkv, D, T, nullptr, GemvOutput::RopeQkvWrite, &r));
       } else {
         // A prompt's projection goes out as bf16 (half the bytes through rope_qkv_write). Batched decode
         // keeps f32 so that a batch gives the same tokens as its sequences decoded alone (CudaBatch).
@@ -377,6 +369,37 @@ struct CudaModel::Impl {
     DUET_TRY(enqueue_layers(n, false, seq, pos0));
     lengths[seq] += n;
     return ok_status();
+  }
+
+  // Bench prompt: T synthetic tokens of sequence 0 at positions 0..T-1, staged for enqueue_layers.
+  Status stage_bench_prompt(int T, const char* caller) {
+    if (T < 1 || T > opt.max_prefill || T > opt.max_context) {
+      return make_error(caller, ": ", T, " tokens exceed the prefill buffer (", opt.max_prefill, ")");
+    }
+    std::vector<int32_t> tok(T), pos(T), slot(T, 0);
+    for (int t = 0; t < T; ++t) {
+      tok[t] = static_cast<int32_t>((104729ll * (t + 1)) % config.vocab_size);
+      pos[t] = t;
+    }
+    return stage_rows(tok, pos, slot);
+  }
+
+  // Mean device time in ms of `reps` calls of enqueue (after `warmup` untimed ones), by CUDA events.
+  template <class Enqueue>
+  Result<double> mean_ms(int warmup, int reps, Enqueue enqueue) {
+    for (int i = 0; i < warmup; ++i) DUET_TRY(enqueue());
+    cudaEvent_t start, stop;
+    DUET_CUDA_TRY(cudaEventCreate(&start));
+    DUET_CUDA_TRY(cudaEventCreate(&stop));
+    DUET_CUDA_TRY(cudaEventRecord(start, stream));
+    for (int i = 0; i < reps; ++i) DUET_TRY(enqueue());
+    DUET_CUDA_TRY(cudaEventRecord(stop, stream));
+    DUET_CUDA_TRY(cudaEventSynchronize(stop));
+    float ms = 0;
+    DUET_CUDA_TRY(cudaEventElapsedTime(&ms, start, stop));
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    return static_cast<double>(ms) / reps;
   }
 
   Status stage_rows(const std::vector<int32_t>& tok, const std::vector<int32_t>& pos,
@@ -667,62 +690,21 @@ Result<double> CudaModel::time_decode(int B, int warmup, int steps) {
     slot[b] = b;
   }
   DUET_TRY(m.stage_rows(tok, pos, slot));
-  for (int i = 0; i < warmup; ++i) DUET_TRY(m.launch_decode(B));
-  cudaEvent_t start, stop;
-  DUET_CUDA_TRY(cudaEventCreate(&start));
-  DUET_CUDA_TRY(cudaEventCreate(&stop));
-  DUET_CUDA_TRY(cudaEventRecord(start, m.stream));
-  for (int i = 0; i < steps; ++i) DUET_TRY(m.launch_decode(B));
-  DUET_CUDA_TRY(cudaEventRecord(stop, m.stream));
-  DUET_CUDA_TRY(cudaEventSynchronize(stop));
-  float ms = 0;
-  DUET_CUDA_TRY(cudaEventElapsedTime(&ms, start, stop));
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return static_cast<double>(ms) / steps;
+  return m.mean_ms(warmup, steps, [&] { return m.launch_decode(B); });
 }
 
 Result<double> CudaModel::time_prefill(int T, int warmup, int reps) {
   Impl& m = *impl_;
-  if (T < 1 || T > m.opt.max_prefill || T > max_context()) {
-    return make_error("time_prefill: ", T, " tokens exceed the prefill buffer (", m.opt.max_prefill, ")");
-  }
-  std::vector<int32_t> tok(T), pos(T), slot(T, 0);
-  for (int t = 0; t < T; ++t) {
-    tok[t] = static_cast<int32_t>((104729ll * (t + 1)) % m.config.vocab_size);
-    pos[t] = t;
-  }
-  DUET_TRY(m.stage_rows(tok, pos, slot));
-  auto run = [&]() -> Status {
+  DUET_TRY(m.stage_bench_prompt(T, "time_prefill"));
+  return m.mean_ms(warmup, reps, [&]() -> Status {
     DUET_TRY(m.enqueue_layers(T, false, 0, 0));
     return m.enqueue_logits(T - 1, 1);
-  };
-  for (int i = 0; i < warmup; ++i) DUET_TRY(run());
-  cudaEvent_t start, stop;
-  DUET_CUDA_TRY(cudaEventCreate(&start));
-  DUET_CUDA_TRY(cudaEventCreate(&stop));
-  DUET_CUDA_TRY(cudaEventRecord(start, m.stream));
-  for (int i = 0; i < reps; ++i) DUET_TRY(run());
-  DUET_CUDA_TRY(cudaEventRecord(stop, m.stream));
-  DUET_CUDA_TRY(cudaEventSynchronize(stop));
-  float ms = 0;
-  DUET_CUDA_TRY(cudaEventElapsedTime(&ms, start, stop));
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return static_cast<double>(ms) / reps;
+  });
 }
 
 Result<std::vector<std::pair<std::string, double>>> CudaModel::prefill_breakdown(int T) {
   Impl& m = *impl_;
-  if (T < 1 || T > m.opt.max_prefill || T > max_context()) {
-    return make_error("prefill_breakdown: ", T, " tokens exceed the prefill buffer (", m.opt.max_prefill, ")");
-  }
-  std::vector<int32_t> tok(T), pos(T), slot(T, 0);
-  for (int t = 0; t < T; ++t) {
-    tok[t] = static_cast<int32_t>((104729ll * (t + 1)) % m.config.vocab_size);
-    pos[t] = t;
-  }
-  DUET_TRY(m.stage_rows(tok, pos, slot));
+  DUET_TRY(m.stage_bench_prompt(T, "prefill_breakdown"));
   m.prof_on = true;
   m.mark("start");
   const Status st = m.enqueue_layers(T, false, 0, 0);

@@ -230,9 +230,9 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(
             v0 += r.bias[row];
             v1 += r.bias[row + 1];
           }
-          const float c = rope_cos[t], s = rope_sin[t];  // (1, 0) on v rows
+          const float2 v = rotate_pair(v0, v1, rope_cos[t], rope_sin[t]);  // (cos, sin) = (1, 0) on v rows
           bf16* dst = qkv_destination(r, t, row / r.Dh, row % r.Dh, slot[t], pos[t]);
-          *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(v0 * c - v1 * s, v0 * s + v1 * c);
+          *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(v.x, v.y);
         } else {
           bf16* y = static_cast<bf16*>(out) + static_cast<int64_t>(t) * (N / 2) + row / 2;
           *y = __float2bfloat16(acc0[t] / (1.0f + __expf(-acc0[t])) * acc1[t]);

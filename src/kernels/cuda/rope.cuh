@@ -6,12 +6,16 @@
 
 namespace duet::cuda {
 
-// RoPE on one (2i, 2i+1) pair of a head: returns (x0 c - x1 s, x0 s + x1 c) with c, s the position's
-// table entries for frequency i (the device layout is always adjacent pairs; see RopeQkvArgs).
+// The pair (x0, x1) rotated by the angle whose cosine and sine are c and s.
+__device__ __forceinline__ float2 rotate_pair(float x0, float x1, float c, float s) {
+  return make_float2(x0 * c - x1 * s, x0 * s + x1 * c);
+}
+
+// RoPE on one (2i, 2i+1) pair of a head at position pos, from the cos/sin table entries for frequency i
+// (the device layout is always adjacent pairs; see RopeQkvArgs).
 __device__ __forceinline__ float2 rope_pair(float x0, float x1, const RopeQkvArgs& a, int pos, int i) {
   const int half = a.Dh / 2;
-  const float c = a.cos[static_cast<int64_t>(pos) * half + i], s = a.sin[static_cast<int64_t>(pos) * half + i];
-  return make_float2(x0 * c - x1 * s, x0 * s + x1 * c);
+  return rotate_pair(x0, x1, a.cos[static_cast<int64_t>(pos) * half + i], a.sin[static_cast<int64_t>(pos) * half + i]);
 }
 
 // Where dim d of fused-qkv head `head` of row t goes: q [T,H,Dh], or the K/V cache at (slot, pos), the
