@@ -171,9 +171,13 @@ __global__ void attention_merge_chunks_kernel(AttentionDecodeArgs a, int n_chunk
   const int len = a.pos[i] + 1;
   const int used = (len + a.chunk - 1) / a.chunk;
   const int64_t part0 = (static_cast<int64_t>(i) * a.H + h) * n_chunks;
+  // Unrolled so that a thread's partial loads go out together, not one L2 round trip per chunk. (A single
+  // pass with a running max measured slower: smollm2-135m 0.506 -> 0.530 ms per step.)
   float mx = -INFINITY;
+#pragma unroll 8
   for (int c = 0; c < used; ++c) mx = fmaxf(mx, a.part_ml[(part0 + c) * 2]);
   float sum = 0, out = 0;
+#pragma unroll 8
   for (int c = 0; c < used; ++c) {
     const float f = exp2f(a.part_ml[(part0 + c) * 2] - mx);
     sum += a.part_ml[(part0 + c) * 2 + 1] * f;

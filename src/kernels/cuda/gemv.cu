@@ -13,6 +13,8 @@
 // A residual-add map whose staged input would pass 48 KB splits K across
 // blockIdx.y (kSplitStagedBytes): LP's wide layers double the down
 // projection's K, and staging 57-76 KB slowed those launches in the graph.
+// A latency-bound residual-add map splits further, to short K slices
+// (kMaxLatencyBoundSlice), so that no warp runs a long serial chain.
 // Chosen by the model when gemv_supported(T, K); otherwise cuBLAS (gemm.cu).
 // Preconditions: N even, K % 8 == 0, 16-byte aligned W, in and out.
 #include <algorithm>
@@ -28,6 +30,7 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kUnroll = 4;
 constexpr int kMaxStagedBytes = 160 * 1024;
 constexpr int kSplitStagedBytes = 48 * 1024;
+constexpr int kMaxLatencyBoundSlice = 32 * 2 * 8;  // K elements: 32 lanes x 2 chunks of 8
 
 __device__ __forceinline__ uint4 load_streaming(const uint4* p) {
   uint4 r;
@@ -260,6 +263,12 @@ Status launch_with(const GemvArgs& a, cudaStream_t stream) {
   int splits = 1;
   if constexpr (kIn == GemvInput::Bf16 && kOut == GemvOutput::AddF32) {
     while (kRows * ((a.K / splits + 7) / 8 * 8) * 2 > kSplitStagedBytes) ++splits;
+    // A latency-bound map also splits until a warp's K slice is at most two 16-byte loads per lane and row:
+    // its time is one warp's chain of dependent loads and FMAs, not bytes (smollm2-135m batch 1: 0.546 ->
+    // 0.507 ms per step with these splits, 0.510 at four loads per lane, 0.519 at one).
+    if (gemv_latency_bound(a.N, a.K)) {
+      while ((a.K + splits - 1) / splits > kMaxLatencyBoundSlice) ++splits;
+    }
   }
   const int k_len = (a.K + splits - 1) / splits;
   const int k_len8 = (k_len + 7) / 8 * 8;

@@ -56,8 +56,9 @@ Status rope_qkv_write(const RopeQkvArgs& args, cudaStream_t stream);
 //   GemvInput::F32RmsNorm in [T,K] f32, normalised on the way in: x * rsqrt(mean(x^2)+eps) * (norm_w or 1)
 // Outputs:
 //   GemvOutput::StoreF32    y [T,N] f32:  y = acc
-//   GemvOutput::AddF32      y [T,N] f32:  y += acc (residual add; over a long K, slices of K add with
-//                                          atomics, so the summation order varies from run to run)
+//   GemvOutput::AddF32      y [T,N] f32:  y += acc (residual add; over a long K, or when W is small enough
+//                                          to be latency-bound, slices of K add with atomics, so the
+//                                          summation order varies from run to run)
 //   GemvOutput::StoreBf16   y [T,N] bf16: y = acc
 //   GemvOutput::SiluMulBf16 y [T,N/2] bf16: y[t,i] = silu(acc[t,2i]) * acc[t,2i+1] (W rows gate/up interleaved)
 //   GemvOutput::RopeQkvWrite  W is the fused q|k|v projection and acc its row; what rope_qkv_write does with
