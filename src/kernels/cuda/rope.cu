@@ -12,11 +12,17 @@ namespace {
 
 constexpr int kRopeWarps = 4;
 
-// Dims (2p, 2p + 1) of row `at` of the projection.
+// Dims [at, at + 4) of the projection, as floats.
 template <bool kBf16In>
-__device__ __forceinline__ float2 load_qkv_pair(const RopeQkvArgs& a, int64_t at) {
-  if constexpr (kBf16In) return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(static_cast<const bf16*>(a.qkv) + at));
-  else return *reinterpret_cast<const float2*>(static_cast<const float*>(a.qkv) + at);
+__device__ __forceinline__ float4 load_qkv_quad(const RopeQkvArgs& a, int64_t at) {
+  if constexpr (kBf16In) {
+    const uint2 u = *reinterpret_cast<const uint2*>(static_cast<const bf16*>(a.qkv) + at);
+    const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
+    const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
+    return make_float4(lo.x, lo.y, hi.x, hi.y);
+  } else {
+    return *reinterpret_cast<const float4*>(static_cast<const float*>(a.qkv) + at);
+  }
 }
 
 // Decode (T <= kGemvMaxRows, f32 input): one block of Dh threads per (head of the fused q|k|v row, token),
@@ -56,69 +62,69 @@ __global__ void rope_qkv_write_block_kernel(RopeQkvArgs a) {
   *qkv_destination(a, t, head, d, slot, pos) = __float2bfloat16(v);
 }
 
-// Prompts: one warp per (token, head of the fused q|k|v row); lane holds the RoPE pairs (2p, 2p+1) for
-// p = lane + 32 j, so each pair rotates in registers and moves as one 4- or 8-byte access. Warps stride
-// over the T x heads items, so a prompt runs a few thousand blocks rather than one tiny block per item.
+// Prompts: one warp per (token, head of the fused q|k|v row); lane l holds dims [4l, 4l + 4), two RoPE pairs,
+// so every access is 8 or 16 bytes. Warps stride over the T x heads items, kItems at a time with all their
+// loads issued before any is used: a prompt's rows are a few thousand short dependent chains (row, then
+// its position's cos/sin), and one item per chain left HBM at ~58% of its bandwidth.
 template <bool kBf16In>
 __global__ __launch_bounds__(kRopeWarps * 32) void rope_qkv_write_kernel(RopeQkvArgs a) {
   pdl_wait();
   pdl_launch_dependents();
-  constexpr int kMaxPairsPerLane = 2;  // Dh <= 128
+  constexpr int kItems = 2;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int Dh = a.Dh, pairs = Dh / 2;
+  const int Dh = a.Dh, half = Dh / 2, d0 = 4 * lane;
+  const bool active = d0 < Dh;
   const int heads = a.H + 2 * a.Hkv, width = heads * Dh;
   const int64_t items = static_cast<int64_t>(a.T) * heads;
-  for (int64_t item = static_cast<int64_t>(blockIdx.x) * kRopeWarps + warp; item < items;
-       item += static_cast<int64_t>(gridDim.x) * kRopeWarps) {
-    const int t = static_cast<int>(item / heads), head = static_cast<int>(item % heads);
-    const bool is_q = head < a.H, is_k = !is_q && head < a.H + a.Hkv;
-    const int64_t base = static_cast<int64_t>(t) * width + head * Dh;
-    float2 v[kMaxPairsPerLane];
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kRopeWarps;
+  for (int64_t first = static_cast<int64_t>(blockIdx.x) * kRopeWarps + warp; first < items; first += stride * kItems) {
+    float4 v[kItems];
+    int t[kItems], head[kItems], pos[kItems] = {}, slot[kItems] = {};
 #pragma unroll
-    for (int j = 0; j < kMaxPairsPerLane; ++j) {
-      const int p = lane + 32 * j;
-      if (p < pairs) {
-        v[j] = load_qkv_pair<kBf16In>(a, base + 2 * p);
-        if (a.bias) {
-          const float2 b = *reinterpret_cast<const float2*>(a.bias + head * Dh + 2 * p);
-          v[j].x += b.x;
-          v[j].y += b.y;
-        }
+    for (int u = 0; u < kItems; ++u) {  // loads of every item first
+      const int64_t item = first + u * stride;
+      t[u] = static_cast<int>(item / heads);
+      head[u] = static_cast<int>(item % heads);
+      v[u] = make_float4(0, 0, 0, 0);
+      if (item < items) {
+        if (active) v[u] = load_qkv_quad<kBf16In>(a, static_cast<int64_t>(t[u]) * width + head[u] * Dh + d0);
+        pos[u] = a.pos[t[u]];
+        slot[u] = a.slot[t[u]];
       }
     }
-    const int pos = a.pos[t], slot = a.slot[t];
-    if (is_q || is_k) {
-      const float* gain = is_q ? a.q_norm : a.k_norm;
-      if (gain) {
-        float ss = 0;
 #pragma unroll
-        for (int j = 0; j < kMaxPairsPerLane; ++j) {
-          if (lane + 32 * j < pairs) ss += v[j].x * v[j].x + v[j].y * v[j].y;
-        }
-        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-        const float inv = rsqrtf(ss / Dh + a.eps);
-        const float* g = gain + (is_q ? head : head - a.H) * Dh;
-#pragma unroll
-        for (int j = 0; j < kMaxPairsPerLane; ++j) {
-          const int p = lane + 32 * j;
-          if (p < pairs) {
-            const float2 gp = *reinterpret_cast<const float2*>(g + 2 * p);
-            v[j] = make_float2(v[j].x * inv * gp.x, v[j].y * inv * gp.y);
+    for (int u = 0; u < kItems; ++u) {
+      if (first + u * stride >= items) break;  // warp-uniform
+      const bool is_q = head[u] < a.H, is_k = !is_q && head[u] < a.H + a.Hkv;
+      if (a.bias && active) {
+        const float4 b = *reinterpret_cast<const float4*>(a.bias + head[u] * Dh + d0);
+        v[u] = make_float4(v[u].x + b.x, v[u].y + b.y, v[u].z + b.z, v[u].w + b.w);
+      }
+      if (is_q || is_k) {
+        const float* gain = is_q ? a.q_norm : a.k_norm;
+        if (gain) {
+          float ss = v[u].x * v[u].x + v[u].y * v[u].y + v[u].z * v[u].z + v[u].w * v[u].w;
+          for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+          const float inv = rsqrtf(ss / Dh + a.eps);
+          if (active) {
+            const float4 g = *reinterpret_cast<const float4*>(gain + (is_q ? head[u] : head[u] - a.H) * Dh + d0);
+            v[u] = make_float4(v[u].x * inv * g.x, v[u].y * inv * g.y, v[u].z * inv * g.z, v[u].w * inv * g.w);
           }
         }
+        if (active) {
+          const int64_t at = static_cast<int64_t>(pos[u]) * half + d0 / 2;
+          const float2 c = *reinterpret_cast<const float2*>(a.cos + at);
+          const float2 s = *reinterpret_cast<const float2*>(a.sin + at);
+          const float2 r0 = rotate_pair(v[u].x, v[u].y, c.x, s.x), r1 = rotate_pair(v[u].z, v[u].w, c.y, s.y);
+          v[u] = make_float4(r0.x, r0.y, r1.x, r1.y);
+        }
       }
-#pragma unroll
-      for (int j = 0; j < kMaxPairsPerLane; ++j) {
-        const int p = lane + 32 * j;
-        if (p < pairs) v[j] = rope_pair(v[j].x, v[j].y, a, pos, p);
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < kMaxPairsPerLane; ++j) {
-      const int p = lane + 32 * j;
-      if (p < pairs) {
-        *reinterpret_cast<__nv_bfloat162*>(qkv_destination(a, t, head, 2 * p, slot, pos)) =
-            __floats2bfloat162_rn(v[j].x, v[j].y);
+      if (active) {
+        const __nv_bfloat162 lo = __floats2bfloat162_rn(v[u].x, v[u].y), hi = __floats2bfloat162_rn(v[u].z, v[u].w);
+        uint2 packed;
+        packed.x = *reinterpret_cast<const unsigned*>(&lo);
+        packed.y = *reinterpret_cast<const unsigned*>(&hi);
+        *reinterpret_cast<uint2*>(qkv_destination(a, t[u], head[u], d0, slot[u], pos[u])) = packed;
       }
     }
   }
@@ -127,7 +133,9 @@ __global__ __launch_bounds__(kRopeWarps * 32) void rope_qkv_write_kernel(RopeQkv
 }  // namespace
 
 Status rope_qkv_write(const RopeQkvArgs& args, cudaStream_t stream) {
-  if (args.Dh % 32 != 0 || args.Dh > 128) return make_error("rope_qkv_write: head_dim ", args.Dh, " unsupported (expected 32, 64, 96 or 128)");
+  if (args.Dh % 32 != 0 || args.Dh > 128) {
+    return make_error("rope_qkv_write: head_dim ", args.Dh, " unsupported (expected 32, 64, 96 or 128)");
+  }
   if (args.T <= kGemvMaxRows && !args.qkv_bf16) {
     const dim3 grid(args.H + 2 * args.Hkv, args.T);
     DUET_TRY(launch_kernel(rope_qkv_write_block_kernel, grid, dim3(args.Dh), args.Dh * sizeof(float), stream, args));
