@@ -59,6 +59,24 @@ std::vector<LayerShape> layer_shapes(const ModelConfig& c, const LpPlan& plan) {
   return shapes;
 }
 
+// Mean device time in ms of `reps` calls of enqueue on `stream` (after `warmup` untimed ones), by CUDA events.
+template <class Enqueue>
+Result<double> mean_device_ms(cudaStream_t stream, int warmup, int reps, Enqueue enqueue) {
+  for (int i = 0; i < warmup; ++i) DUET_TRY(enqueue());
+  cudaEvent_t start, stop;
+  DUET_CUDA_TRY(cudaEventCreate(&start));
+  DUET_CUDA_TRY(cudaEventCreate(&stop));
+  DUET_CUDA_TRY(cudaEventRecord(start, stream));
+  for (int i = 0; i < reps; ++i) DUET_TRY(enqueue());
+  DUET_CUDA_TRY(cudaEventRecord(stop, stream));
+  DUET_CUDA_TRY(cudaEventSynchronize(stop));
+  float ms = 0;
+  DUET_CUDA_TRY(cudaEventElapsedTime(&ms, start, stop));
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return static_cast<double>(ms) / reps;
+}
+
 }  // namespace
 
 struct CudaModel::Impl {
@@ -384,24 +402,6 @@ struct CudaModel::Impl {
     return stage_rows(tok, pos, slot);
   }
 
-  // Mean device time in ms of `reps` calls of enqueue (after `warmup` untimed ones), by CUDA events.
-  template <class Enqueue>
-  Result<double> mean_ms(int warmup, int reps, Enqueue enqueue) {
-    for (int i = 0; i < warmup; ++i) DUET_TRY(enqueue());
-    cudaEvent_t start, stop;
-    DUET_CUDA_TRY(cudaEventCreate(&start));
-    DUET_CUDA_TRY(cudaEventCreate(&stop));
-    DUET_CUDA_TRY(cudaEventRecord(start, stream));
-    for (int i = 0; i < reps; ++i) DUET_TRY(enqueue());
-    DUET_CUDA_TRY(cudaEventRecord(stop, stream));
-    DUET_CUDA_TRY(cudaEventSynchronize(stop));
-    float ms = 0;
-    DUET_CUDA_TRY(cudaEventElapsedTime(&ms, start, stop));
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    return static_cast<double>(ms) / reps;
-  }
-
   Status stage_rows(const std::vector<int32_t>& tok, const std::vector<int32_t>& pos,
                     const std::vector<int32_t>& slot) {
     const size_t n = tok.size() * sizeof(int32_t);
@@ -690,13 +690,13 @@ Result<double> CudaModel::time_decode(int B, int warmup, int steps) {
     slot[b] = b;
   }
   DUET_TRY(m.stage_rows(tok, pos, slot));
-  return m.mean_ms(warmup, steps, [&] { return m.launch_decode(B); });
+  return mean_device_ms(m.stream, warmup, steps, [&] { return m.launch_decode(B); });
 }
 
 Result<double> CudaModel::time_prefill(int T, int warmup, int reps) {
   Impl& m = *impl_;
   DUET_TRY(m.stage_bench_prompt(T, "time_prefill"));
-  return m.mean_ms(warmup, reps, [&]() -> Status {
+  return mean_device_ms(m.stream, warmup, reps, [&]() -> Status {
     DUET_TRY(m.enqueue_layers(T, false, 0, 0));
     return m.enqueue_logits(T - 1, 1);
   });
@@ -757,22 +757,15 @@ Result<double> measure_copy_bandwidth(int64_t bytes) {
     DUET_CUDA_TRY(e);
   }
   DUET_CUDA_TRY(cudaMemset(src, 1, bytes));
-  cudaEvent_t start, stop;
-  DUET_CUDA_TRY(cudaEventCreate(&start));
-  DUET_CUDA_TRY(cudaEventCreate(&stop));
-  for (int i = 0; i < 3; ++i) DUET_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, nullptr));
   const int reps = 10;
-  DUET_CUDA_TRY(cudaEventRecord(start, nullptr));
-  for (int i = 0; i < reps; ++i) DUET_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, nullptr));
-  DUET_CUDA_TRY(cudaEventRecord(stop, nullptr));
-  DUET_CUDA_TRY(cudaEventSynchronize(stop));
-  float ms = 0;
-  DUET_CUDA_TRY(cudaEventElapsedTime(&ms, start, stop));
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
+  const Result<double> ms = mean_device_ms(nullptr, 3, reps, [&]() -> Status {
+    DUET_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, nullptr));
+    return ok_status();
+  });
   cudaFree(src);
   cudaFree(dst);
-  return 2.0 * static_cast<double>(bytes) * reps / (ms * 1e-3);
+  if (!ms.ok()) return ms;
+  return 2.0 * static_cast<double>(bytes) / (ms.value() * 1e-3);
 }
 
 std::string cuda_device_name() {
