@@ -1,14 +1,16 @@
 // CudaModel (cuda_model.h): weights upload, buffers, the forward pass and CUDA graphs.
 //
-// Per layer, a decode step of B <= 8 sequences is 7 kernels:
-//   gemv(qkv, RMSNorm fused) -> rope_qkv_write (bias, q/k norm, RoPE, KV write)
-//   -> attention_decode_split_kv (chunks + merge) -> gemv(out, residual add fused)
-//   -> gemv(gate|up, RMSNorm + SiLU-mul fused) -> gemv(down, residual add fused)
-// For small models (QKV weights <= 8 MB) without q/k norm, rope_qkv_write's
-// work moves into the QKV gemv's epilogue: 6 kernels; their attention also
-// prefetches the cached K/V while the gemv runs. Larger batches and
-// prefill use cuBLAS for the linear maps (with RMSNorm, SiLU-mul and
-// rope_qkv_write as separate kernels) and flash attention for prefill.
+// Per layer, a decode step of B <= 8 sequences is 5 or 6 kernels:
+//   gemv(qkv, RMSNorm fused; bias, RoPE and the K/V cache write in its epilogue)
+//   -> attention_decode_split_kv (chunks, then a merge: a separate kernel, or
+//      the chunk kernel's last block for MHA-like groups of large layers)
+//   -> gemv(out, residual add fused) -> gemv(gate|up, RMSNorm + SiLU-mul fused)
+//   -> gemv(down, residual add fused)
+// Models with q/k norm (qwen3) keep rope_qkv_write as a kernel after the QKV
+// gemv. Small models (QKV weights <= 8 MB) also prefetch the cached K/V in
+// attention while the gemv runs. Larger batches and prefill use cuBLAS for
+// the linear maps (with RMSNorm, SiLU-mul and rope_qkv_write as separate
+// kernels) and flash attention for prefill.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -103,6 +105,7 @@ struct CudaModel::Impl {
   int32_t* d_slot = nullptr;   // [rows]
   float* part_acc = nullptr;   // decode attention partials
   float* part_ml = nullptr;
+  int* merge_count = nullptr;  // [max_batch, Hkvmax] chunks done per (sequence, KV head); 0 between steps
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
   void* workspace = nullptr;
@@ -213,6 +216,8 @@ struct CudaModel::Impl {
     }
     DUET_TRY(alloc(&part_acc, part_rows * Hmax * Dh));
     DUET_TRY(alloc(&part_ml, part_rows * Hmax * 2));
+    DUET_TRY(alloc(&merge_count, static_cast<int64_t>(opt.max_batch) * Hkvmax));
+    DUET_CUDA_TRY(cudaMemset(merge_count, 0, sizeof(int) * opt.max_batch * Hkvmax));
 
     for (size_t l = 0; l < layers.size(); ++l) {
       const int64_t n = static_cast<int64_t>(opt.max_batch) * layers[l].Hkv * S * Dh;
@@ -292,10 +297,10 @@ struct CudaModel::Impl {
       r.Hkv = L.Hkv;
       r.Dh = Dh;
       r.S = S;
-      // Fusing RoPE into a small QKV gemv saves a launch (smollm2-135m: -0.02 ms per step); on a large
-      // one the epilogue costs more than the separate kernel (llama2-7b: +0.03 to +0.1 ms).
+      // Fusing RoPE into the QKV gemv saves a launch (smollm2-135m: -0.02 ms per step, llama2-7b: -0.02 to
+      // -0.03 ms once every gemv preloads its weights; +0.03 to +0.1 ms before).
       const bool small_layer = cuda::gemv_supported(T, D) && cuda::gemv_latency_bound(nqkv, D);
-      if (decode_phase && !L.q_norm && small_layer) {
+      if (decode_phase && !L.q_norm && cuda::gemv_supported(T, D)) {
         DUET_TRY(linear(x, GemvInput::F32RmsNorm, nullptr, L.wqkv, nqkv, D, T, nullptr, GemvOutput::RopeQkvWrite, &r));
       } else {
         // A prompt's projection goes out as bf16 (half the bytes through rope_qkv_write). Batched decode
@@ -318,6 +323,7 @@ struct CudaModel::Impl {
         a.out = attn;
         a.part_acc = part_acc;
         a.part_ml = part_ml;
+        a.merge_count = merge_count;
         a.Nq = T;
         a.H = L.H;
         a.Hkv = L.Hkv;

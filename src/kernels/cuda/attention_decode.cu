@@ -5,9 +5,16 @@
 // share the KV head (GQA). Inside the block a "key group" of Dh/8 lanes owns one
 // key at a time with 16-byte loads; each group keeps an online softmax, groups
 // are merged through shared memory, and the block writes one partial
-// (max, sum, unnormalised acc). attention_merge_chunks_kernel then merges the
-// chunks of each (query, head). Chunks past the valid length exit at once, so a
+// (max, sum, unnormalised acc). The chunks of each (query, head) are then merged
+// by attention_merge_chunks_kernel, or, in the wide variant, by the chunk
+// kernel's last block to finish. Chunks past the valid length exit at once, so a
 // grid sized for the full cache is fine under a CUDA graph whose positions move.
+//
+// Two variants (see launch()): the narrow one (128 threads, 2 keys per key group
+// in flight, merge kernel) for small layers and large GQA groups; the wide one
+// (256 threads, 4 keys per key group, last-block merge) for GQA groups <= 2 of
+// large layers, whose cache is the most bytes per query head (llama2-7b batch 1:
+// 16.8 MB per layer), so the chunk kernel is latency-bound on its loads.
 #include <cmath>
 
 #include "kernels/cuda/launch.cuh"
@@ -16,7 +23,6 @@
 namespace duet::cuda {
 namespace {
 
-constexpr int kThreads = 128;
 constexpr float kLog2e = 1.4426950408889634f;
 
 __device__ __forceinline__ void to_float8(const uint4& u, float* f) {
@@ -29,8 +35,30 @@ __device__ __forceinline__ void to_float8(const uint4& u, float* f) {
   }
 }
 
-// kPrefetch: see below; chosen by the launcher only for small caches.
-template <int kDh, int kGroup, bool kPrefetch>
+// Merges chunks [0, used) of (query i, head h) into out: each chunk's (max, sum) rescaled to the common max.
+// Thread d of Dh; the loads are unrolled so that a thread's partials go out together, not one L2 round
+// trip per chunk. (A single pass with a running max measured slower: smollm2-135m 0.506 -> 0.530 ms.)
+// __ldcg: in the last-block merge the partials were written by other blocks of the same grid.
+__device__ __forceinline__ void merge_chunks(const AttentionDecodeArgs& a, int n_chunks, int used, int i, int h,
+                                             int d) {
+  const int64_t part0 = (static_cast<int64_t>(i) * a.H + h) * n_chunks;
+  float mx = -INFINITY;
+#pragma unroll 8
+  for (int c = 0; c < used; ++c) mx = fmaxf(mx, __ldcg(a.part_ml + (part0 + c) * 2));
+  float sum = 0, out = 0;
+#pragma unroll 8
+  for (int c = 0; c < used; ++c) {
+    const float f = exp2f(__ldcg(a.part_ml + (part0 + c) * 2) - mx);
+    sum += __ldcg(a.part_ml + (part0 + c) * 2 + 1) * f;
+    out += __ldcg(a.part_acc + (part0 + c) * a.Dh + d) * f;
+  }
+  a.out[(static_cast<int64_t>(i) * a.H + h) * a.Dh + d] = __float2bfloat16(out / sum);
+}
+
+// kPrefetch: see below; chosen by the launcher only for small caches. kKeys: keys per key group whose
+// loads are in flight together. kLastBlockMerges: the last block of a (query, KV head) to finish merges
+// its chunks (a.merge_count counts them and is reset by that block).
+template <int kDh, int kGroup, bool kPrefetch, int kThreads, int kKeys, bool kLastBlockMerges>
 __global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(AttentionDecodeArgs a, float scale_log2,
                                                                           int n_chunks) {
   constexpr int kLanes = kDh / 8;             // lanes per key
@@ -92,11 +120,13 @@ __global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(Attent
   }
 
   // Uniform trip count across the block so the shuffles below never diverge.
-  for (int kb = k0; kb < k1; kb += 2 * kKeyGroups) {
-    const int key[2] = {kb + kg, kb + kKeyGroups + kg};
-    uint4 ku[2], vu[2];
+  for (int kb = k0; kb < k1; kb += kKeys * kKeyGroups) {
+    int key[kKeys];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
+    for (int r = 0; r < kKeys; ++r) key[r] = kb + r * kKeyGroups + kg;
+    uint4 ku[kKeys], vu[kKeys];
+#pragma unroll
+    for (int r = 0; r < kKeys; ++r) {
       if (key[r] < k1) {
         ku[r] = *reinterpret_cast<const uint4*>(kp + static_cast<int64_t>(key[r]) * kDh);
         vu[r] = *reinterpret_cast<const uint4*>(vp + static_cast<int64_t>(key[r]) * kDh);
@@ -105,7 +135,7 @@ __global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(Attent
       }
     }
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
+    for (int r = 0; r < kKeys; ++r) {
       float kf[8], vf[8];
       to_float8(ku[r], kf);
       to_float8(vu[r], vf);
@@ -159,44 +189,57 @@ __global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(Attent
       a.part_ml[part * 2 + 1] = sum;
     }
   }
+  if constexpr (kLastBlockMerges) {
+    // Release this block's partials, count the chunk, and let the block that completes the count merge.
+    __shared__ bool s_last;
+    __threadfence();
+    __syncthreads();
+    const int used = (len + a.chunk - 1) / a.chunk;
+    if (threadIdx.x == 0) {
+      int* count = a.merge_count + i * a.Hkv + g;
+      s_last = atomicAdd(count, 1) == used - 1;
+      if (s_last) *count = 0;  // every other block of this (query, KV head) has counted: ready for the next step
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    for (int e = threadIdx.x; e < kGroup * kDh; e += kThreads) {
+      merge_chunks(a, n_chunks, used, i, g * kGroup + e / kDh, e % kDh);
+    }
+  }
 }
 
 // One block per (head, query), Dh threads: merges the valid chunks' partials into the output row.
-// (A last-block-done merge inside the chunk kernel was measured slower: +2 us per layer at
-// smollm2-135m batch 1, its fence and atomic cost more than this launch under PDL.)
 __global__ void attention_merge_chunks_kernel(AttentionDecodeArgs a, int n_chunks) {
   pdl_wait();
   pdl_launch_dependents();
   const int h = blockIdx.x, i = blockIdx.y, d = threadIdx.x;
   const int len = a.pos[i] + 1;
-  const int used = (len + a.chunk - 1) / a.chunk;
-  const int64_t part0 = (static_cast<int64_t>(i) * a.H + h) * n_chunks;
-  // Unrolled so that a thread's partial loads go out together, not one L2 round trip per chunk. (A single
-  // pass with a running max measured slower: smollm2-135m 0.506 -> 0.530 ms per step.)
-  float mx = -INFINITY;
-#pragma unroll 8
-  for (int c = 0; c < used; ++c) mx = fmaxf(mx, a.part_ml[(part0 + c) * 2]);
-  float sum = 0, out = 0;
-#pragma unroll 8
-  for (int c = 0; c < used; ++c) {
-    const float f = exp2f(a.part_ml[(part0 + c) * 2] - mx);
-    sum += a.part_ml[(part0 + c) * 2 + 1] * f;
-    out += a.part_acc[(part0 + c) * a.Dh + d] * f;
-  }
-  a.out[(static_cast<int64_t>(i) * a.H + h) * a.Dh + d] = __float2bfloat16(out / sum);
+  merge_chunks(a, n_chunks, (len + a.chunk - 1) / a.chunk, i, h, d);
 }
 
 template <int kDh, int kGroup>
 Status launch(const AttentionDecodeArgs& a, cudaStream_t stream) {
   const int n_chunks = (a.S + a.chunk - 1) / a.chunk;
   const float scale_log2 = kLog2e / std::sqrt(static_cast<float>(kDh));
+  const dim3 grid(n_chunks, a.Hkv, a.Nq);
+  // The wide variant (llama2-7b batch 1: 5.099 -> 5.069 ms per step with 256 threads and 4 keys in
+  // flight per key group, -> 5.033 with the last-block merge). Its shared merge buffer is 16 key groups x
+  // kGroup x Dh floats, hence groups <= 2; on small layers the last-block merge's fence and atomic cost
+  // more than the merge launch under PDL (smollm2-135m batch 1: +2 us per layer).
+  if constexpr (kGroup <= 2) {
+    if (!a.prefetch_kv) {
+      return launch_kernel(attention_decode_chunk_kernel<kDh, kGroup, false, 256, 4, true>, grid, dim3(256), 0,
+                           stream, a, scale_log2, n_chunks);
+    }
+  }
   // K and V of every sequence of the step at full context, against L2's 50 MB.
   const int64_t cache_bytes = 4ll * a.Nq * a.Hkv * a.S * kDh;
   constexpr int64_t kPrefetchMaxCacheBytes = 4 << 20;
   const bool prefetch = a.prefetch_kv && cache_bytes <= kPrefetchMaxCacheBytes;
-  auto kernel = prefetch ? attention_decode_chunk_kernel<kDh, kGroup, true>
-                         : attention_decode_chunk_kernel<kDh, kGroup, false>;
-  DUET_TRY(launch_kernel(kernel, dim3(n_chunks, a.Hkv, a.Nq), dim3(kThreads), 0, stream, a, scale_log2, n_chunks));
+  auto kernel = prefetch ? attention_decode_chunk_kernel<kDh, kGroup, true, 128, 2, false>
+                         : attention_decode_chunk_kernel<kDh, kGroup, false, 128, 2, false>;
+  DUET_TRY(launch_kernel(kernel, grid, dim3(128), 0, stream, a, scale_log2, n_chunks));
   DUET_TRY(launch_kernel(attention_merge_chunks_kernel, dim3(a.H, a.Nq), dim3(kDh), 0, stream, a, n_chunks));
   return ok_status();
 }

@@ -6,6 +6,9 @@
 // the T input rows sit in shared memory as bf16. The grid is sized to the
 // number of blocks that fit on the chip and loops over row pairs, so the input
 // staging (including the fused RMSNorm) is paid once per resident block.
+// Every warp issues its first weight loads before waiting on the previous
+// kernel (W is never written during a step), so under PDL they overlap that
+// kernel's tail, and HBM is busy while the block stages its input.
 // Fusions: RMSNorm on the input (F32RmsNorm), residual add (AddF32),
 // SiLU(gate)*up over interleaved gate/up rows (SiluMulBf16), and for the QKV
 // projection bias + RoPE + the q / K / V cache writes (RopeQkvWrite): a warp's
@@ -14,7 +17,9 @@
 // blockIdx.y (kSplitStagedBytes): LP's wide layers double the down
 // projection's K, and staging 57-76 KB slowed those launches in the graph.
 // A latency-bound residual-add map splits further, to short K slices
-// (kMaxLatencyBoundSlice), so that no warp runs a long serial chain.
+// (kMaxLatencyBoundSlice), so that no warp runs a long serial chain; a larger
+// one splits until its (row pair, K slice) warps fill the chip, so that a
+// short-N map (the out and down projections) still has every SM streaming.
 // Chosen by the model when gemv_supported(T, K); otherwise cuBLAS (gemm.cu).
 // Preconditions: N even, K % 8 == 0, 16-byte aligned W, in and out.
 #include <algorithm>
@@ -31,6 +36,7 @@ constexpr int kUnroll = 4;
 constexpr int kMaxStagedBytes = 160 * 1024;
 constexpr int kSplitStagedBytes = 48 * 1024;
 constexpr int kMaxLatencyBoundSlice = 32 * 2 * 8;  // K elements: 32 lanes x 2 chunks of 8
+constexpr int kMinFillSlice = 32 * kUnroll * 8;     // K elements: one full round of loads per lane
 
 __device__ __forceinline__ uint4 load_streaming(const uint4* p) {
   uint4 r;
@@ -72,10 +78,8 @@ __device__ __forceinline__ void load_row_pair(const bf16* __restrict__ w_row, in
 }
 
 // kRows: compile-time row capacity (1, 2, 4, 8); rows <= kRows are real, the rest are zero padding.
-// kPreload: W does not depend on the previous kernel, so each warp issues its first loads before
-// griddepcontrol.wait and under PDL they overlap the previous kernel's tail. It pays only for small
-// matrices, where a launch is mostly latency (bench/RESULTS.md: -5.6% per step at smollm2-135m, +0.6%
-// at llama2-7b, whose grids fill the chip and leave the next kernel's blocks nowhere to start early).
+// The preload before griddepcontrol.wait: bench/RESULTS.md, sixth pass (smollm2-135m -5.6% per step;
+// llama2-7b -2.4% once the out and down projections split to fill the chip, +0.6% before).
 // The RoPE epilogue's arguments ride only on its own instantiation, so the other launches' parameter
 // blocks stay as small as they were.
 template <GemvOutput kOut>
@@ -87,7 +91,7 @@ struct EpilogueArgs<GemvOutput::RopeQkvWrite> {
 
 // Split K (AddF32 from a Bf16 input only): blockIdx.y picks the slice [k0, k0 + k_len) of K; each slice
 // adds its partial dot products into y with atomics, so only that slice of the input is staged.
-template <int kRows, GemvInput kIn, GemvOutput kOut, bool kPreload>
+template <int kRows, GemvInput kIn, GemvOutput kOut>
 __global__ __launch_bounds__(kThreads) void gemv_kernel(
     const bf16* __restrict__ w, const void* __restrict__ in, const float* __restrict__ norm_w, float eps,
     void* __restrict__ out, int N, int K, int rows, int k_len, EpilogueArgs<kOut> epilogue) {
@@ -95,13 +99,11 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(
   const int k0 = blockIdx.y * k_len, nchunks = min(k_len, K - k0) / 8;
   const bool split = gridDim.y > 1;
   uint4 a[kUnroll], b[kUnroll];
+  const int first_row = (blockIdx.x * kWarps + warp) * 2;
   bool preloaded = false;
-  if constexpr (kPreload) {
-    const int first_row = (blockIdx.x * kWarps + warp) * 2;
-    if (first_row < N) {
-      load_row_pair(w + static_cast<int64_t>(first_row) * K + k0, K, nchunks, lane, a, b);
-      preloaded = true;
-    }
+  if (first_row < N) {
+    load_row_pair(w + static_cast<int64_t>(first_row) * K + k0, K, nchunks, lane, a, b);
+    preloaded = true;
   }
   pdl_wait();
   pdl_launch_dependents();
@@ -168,7 +170,7 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(
 
   const int xs_stride = k_len / 8;
   const uint4* xs4 = reinterpret_cast<const uint4*>(xs);
-  for (int row = (blockIdx.x * kWarps + warp) * 2; row < N; row += gridDim.x * kWarps * 2) {
+  for (int row = first_row; row < N; row += gridDim.x * kWarps * 2) {
     float rope_cos[kRows], rope_sin[kRows];
     if constexpr (kOut == GemvOutput::RopeQkvWrite) {
       const RopeQkvArgs& r = epilogue.rope;
@@ -255,27 +257,46 @@ int sm_count() {
   return count;
 }
 
-template <int kRows, GemvInput kIn, GemvOutput kOut, bool kPreload>
-Status launch_with(const GemvArgs& a, cudaStream_t stream) {
-  auto kernel = gemv_kernel<kRows, kIn, kOut, kPreload>;
+// Dynamic shared memory of a launch whose K slices are k_len8 long, raising the kernel's limit past 48 KB.
+template <class Kernel>
+Result<int> staged_bytes(Kernel kernel, int rows, int k_len8) {
+  const int smem = rows * k_len8 * 2;
+  if (smem > 48 * 1024) {
+    DUET_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  }
+  return smem;
+}
+
+template <int kRows, GemvInput kIn, GemvOutput kOut>
+Status launch(const GemvArgs& a, cudaStream_t stream) {
+  auto kernel = gemv_kernel<kRows, kIn, kOut>;
+  auto slice = [&](int splits) { return (a.K + splits - 1) / splits; };
+  auto slice8 = [&](int splits) { return (slice(splits) + 7) / 8 * 8; };
   // A residual-add projection over a long K (the down projection of LP's wide layers) is split so that its
   // staged input stays within 48 KB: more blocks per SM and twice the row-pair warps.
   int splits = 1;
   if constexpr (kIn == GemvInput::Bf16 && kOut == GemvOutput::AddF32) {
-    while (kRows * ((a.K / splits + 7) / 8 * 8) * 2 > kSplitStagedBytes) ++splits;
-    // A latency-bound map also splits until a warp's K slice is at most two 16-byte loads per lane and row:
-    // its time is one warp's chain of dependent loads and FMAs, not bytes (smollm2-135m batch 1: 0.546 ->
-    // 0.507 ms per step with these splits, 0.510 at four loads per lane, 0.519 at one).
+    while (kRows * slice8(splits) * 2 > kSplitStagedBytes) ++splits;
     if (gemv_latency_bound(a.N, a.K)) {
-      while ((a.K + splits - 1) / splits > kMaxLatencyBoundSlice) ++splits;
+      // A latency-bound map splits until a warp's K slice is at most two 16-byte loads per lane and row:
+      // its time is one warp's chain of dependent loads and FMAs, not bytes (smollm2-135m batch 1: 0.546 ->
+      // 0.507 ms per step with these splits, 0.510 at four loads per lane, 0.519 at one).
+      while (slice(splits) > kMaxLatencyBoundSlice) ++splits;
+    } else {
+      // A larger one splits while the chip still holds a warp for every (row pair, K slice) and a slice
+      // keeps one full round of loads per lane: llama2-7b's out and down projections (2048 row pairs)
+      // otherwise leave most warp slots empty (batch 1: 5.33 -> 5.21 ms per step).
+      DUET_ASSIGN_OR_RETURN(const int smem, staged_bytes(kernel, kRows, slice8(splits)));
+      int per_sm = 0;
+      DUET_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
+      const int64_t resident_warps = static_cast<int64_t>(std::max(per_sm, 1)) * sm_count() * kWarps;
+      while (static_cast<int64_t>(splits + 1) * (a.N / 2) <= resident_warps && slice(splits + 1) >= kMinFillSlice) {
+        ++splits;
+      }
     }
   }
-  const int k_len = (a.K + splits - 1) / splits;
-  const int k_len8 = (k_len + 7) / 8 * 8;
-  const int smem = kRows * k_len8 * 2;
-  if (smem > 48 * 1024) {
-    DUET_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  }
+  const int k_len8 = slice8(splits);
+  DUET_ASSIGN_OR_RETURN(const int smem, staged_bytes(kernel, kRows, k_len8));
   int per_sm = 0;
   DUET_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
   const int needed = (a.N + 2 * kWarps - 1) / (2 * kWarps);
@@ -285,12 +306,6 @@ Status launch_with(const GemvArgs& a, cudaStream_t stream) {
   DUET_TRY(launch_kernel(kernel, dim3(grid, splits), dim3(kThreads), smem, stream, a.w, a.in, a.norm_w, a.eps, a.out,
                          a.N, a.K, a.T, k_len8, epilogue));
   return ok_status();
-}
-
-template <int kRows, GemvInput kIn, GemvOutput kOut>
-Status launch(const GemvArgs& a, cudaStream_t stream) {
-  if (gemv_latency_bound(a.N, a.K)) return launch_with<kRows, kIn, kOut, true>(a, stream);
-  return launch_with<kRows, kIn, kOut, false>(a, stream);
 }
 
 template <int kRows, GemvInput kIn>

@@ -80,7 +80,8 @@ struct GemvArgs {
 // Whether gemv handles T rows of K inputs (row count and shared-memory size).
 bool gemv_supported(int T, int K);
 // Whether W [N,K] is small enough that a gemv launch is mostly latency rather than streaming: such
-// launches preload W before waiting on the previous kernel, and the model fuses RoPE into them.
+// residual-add launches split K into short slices, and the model lets attention behind such a QKV
+// projection prefetch its K/V (AttentionDecodeArgs::prefetch_kv).
 bool gemv_latency_bound(int N, int K);
 Status gemv(const GemvArgs& args, cudaStream_t stream);
 
@@ -91,9 +92,11 @@ Status gemm(cublasHandle_t handle, const bf16* x, const bf16* w, void* y, bool y
 
 // attention_decode_split_kv (flash-decoding): for each query i, out[i,h,:] = softmax_s(q[i,h,:].k[s]/sqrt(Dh)) v[s]
 // over the valid cache positions s in [0, pos[i]] of sequence slot[i], KV head h / (H/Hkv). Keys are cut
-// into chunks of `chunk` positions, one block per (chunk, KV head, query); a second kernel merges the chunks.
-// q [Nq,H,Dh] bf16; caches [slots,Hkv,S,Dh] bf16; out [Nq,H*Dh] bf16; part_acc [Nq,H,n_chunks,Dh] f32,
-// part_ml [Nq,H,n_chunks,2] f32 scratch with n_chunks = ceil(S / chunk). Dh in {64, 128}; H/Hkv <= 8.
+// into chunks of `chunk` positions, one block per (chunk, KV head, query); a second kernel, or the last chunk
+// block to finish, merges the chunks. q [Nq,H,Dh] bf16; caches [slots,Hkv,S,Dh] bf16; out [Nq,H*Dh] bf16;
+// part_acc [Nq,H,n_chunks,Dh] f32, part_ml [Nq,H,n_chunks,2] f32 scratch with n_chunks = ceil(S / chunk);
+// merge_count [Nq,Hkv] int32, zero before the first call (each call leaves it zero). Dh in {64, 128};
+// H/Hkv <= 8.
 struct AttentionDecodeArgs {
   const bf16* q = nullptr;
   const bf16* k_cache = nullptr;
@@ -103,9 +106,11 @@ struct AttentionDecodeArgs {
   bf16* out = nullptr;
   float* part_acc = nullptr;
   float* part_ml = nullptr;
+  int* merge_count = nullptr;
   int Nq = 0, H = 0, Hkv = 0, Dh = 0, S = 0, chunk = 0;
-  // Pull the chunk's cached K/V rows into L2 before waiting on the previous kernel. Only for a small
-  // preceding QKV projection (it would evict them again) and a cache of at most 4 MB (checked here).
+  // A small layer: pull the chunk's cached K/V rows into L2 before waiting on the previous kernel (only
+  // behind a small QKV projection, which would otherwise evict them again, and for a cache of at most 4 MB,
+  // checked here), and merge the chunks in a separate kernel.
   bool prefetch_kv = false;
 };
 Status attention_decode_split_kv(const AttentionDecodeArgs& args, cudaStream_t stream);
