@@ -8,11 +8,20 @@
 //                  (relative rounding 2^-9 per stored tensor, ~10 per layer).
 //   kBatchRelTol   B <= 8 sequences together vs each alone: the same kernels
 //                  except the flash-decoding chunk size (depends on B), so only
-//                  summation order moves.
+//                  summation order moves. It moves from run to run too: the
+//                  split-K gemvs add their slices with atomics, and once a
+//                  reordered fp32 sum flips one bf16 rounding the difference
+//                  spreads to bf16 noise. Two identical runs differed by up to
+//                  2.6e-3 on the H100 (bit-exact with the splits off); the
+//                  mean error against the CPU is 4-6e-3. CudaDeterminism holds
+//                  repeated runs to the same bound.
 //   kBatchCublasRelTol  B > 8: cuBLAS instead of gemv, which also rounds the
 //                  gate/up product to bf16 before SiLU (gemv fuses SiLU-mul in
 //                  fp32): one more bf16 rounding per layer, measured 0.4-0.6%.
-// Greedy tokens must match exactly (ties closer than the tolerance are reported).
+//   kTieFraction   greedy tokens must match the CPU's except at a near-tie: a CPU
+//                  top-2 margin under this fraction of the logits' rms, which is
+//                  where the GPU's per-logit error (max |gpu - cpu| measured at
+//                  1.9-3.1% of the rms) can reorder the two.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -36,8 +45,9 @@ namespace duet {
 namespace {
 
 constexpr double kLogitsRelTol = 3e-2;
-constexpr double kBatchRelTol = 2e-3;
+constexpr double kBatchRelTol = 5e-3;
 constexpr double kBatchCublasRelTol = 1e-2;
+constexpr double kTieFraction = 0.03;
 
 struct Case {
   std::string name;
@@ -87,12 +97,10 @@ ModelConfig smollm2_shape() {  // SmolLM2-135M's widths (D 576, 9/3 heads of 64,
   return c;
 }
 
-// Past gemv_latency_bound (QKV weights 25 MB, out and down 8.4 MB) with GQA group 1: the large-layer decode
-// paths of llama2-7b (out/down split K to fill the chip, wide attention with the last-block chunk merge).
-// Used by LongContextMatchesCpu only: in the greedy-token test this random model flips at CPU top-2 margins
-// of 0.001-0.011, and a batch of 3 differs from decoding alone by 2.2e-3 (over kBatchRelTol); see
-// docs/cuda.md.
-ModelConfig large_mha() { return base_config(Arch::Llama, 2, 2048, 16, 16, 128, 2048, 1000); }
+// Every projection past gemv_latency_bound (8 MiB; QKV 28 MB, out 9.5 MB, down 10 MB) with GQA group 1: the
+// large-layer decode paths of llama2-7b (RoPE in a large QKV gemv's epilogue, out/down split K to fill the
+// chip, wide attention with the last-block chunk merge).
+ModelConfig large_mha() { return base_config(Arch::Llama, 2, 2176, 17, 17, 128, 2304, 1000); }
 ModelConfig long_ffn() {  // F > 24576: the down projection's decode gemv splits K (staged input over 48 KB)
   return base_config(Arch::Llama, 2, 128, 2, 1, 64, 25600, 500);
 }
@@ -171,7 +179,8 @@ TEST_P(CudaVsCpu, LogitsMatchCpu) {
   }
 }
 
-// Greedy generation from three prompts: the GPU's tokens equal the CPU's.
+// Greedy generation from three prompts: at every step the GPU's top token is the CPU's, except at a
+// near-tie (kTieFraction). Both then continue from the CPU's token, so a near-tie does not end the prompt.
 TEST_P(CudaVsCpu, GreedyTokensMatchCpu) {
   const Case& c = GetParam();
   const ModelWeights w = bf16_weights(c, 8);
@@ -179,6 +188,7 @@ TEST_P(CudaVsCpu, GreedyTokensMatchCpu) {
   auto gpu = make_cuda(w, 1, 96, 64);
   ASSERT_TRUE(gpu);
   CpuModel cpu(w, 96);
+  int near_ties = 0;
   for (int p = 0; p < 3; ++p) {
     const std::vector<int32_t> prompt = prompt_tokens(5 + 7 * p, V, 100 + p);
     KvCache cache = cpu.new_cache(96);
@@ -187,18 +197,22 @@ TEST_P(CudaVsCpu, GreedyTokensMatchCpu) {
     ASSERT_TRUE(cpu.forward(prompt.data(), static_cast<int>(prompt.size()), cache, LogitsMode::Last, ref).ok());
     ASSERT_TRUE(gpu->prefill(0, prompt.data(), static_cast<int>(prompt.size()), LogitsMode::Last, out).ok());
     for (int step = 0; step < 12; ++step) {
-      int32_t a = argmax(ref.data(), V), b = argmax(out.data(), V);
+      const int32_t a = argmax(ref.data(), V), b = argmax(out.data(), V);
       if (a != b) {
         std::vector<float> sorted(ref);
         std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
-        ADD_FAILURE() << "prompt " << p << " step " << step << ": cpu token " << a << ", gpu token " << b
-                      << " (cpu top-2 margin " << sorted[0] - sorted[1] << ")";
-        break;
+        double ss = 0;
+        for (float v : ref) ss += static_cast<double>(v) * v;
+        const double margin = sorted[0] - sorted[1], rms = std::sqrt(ss / V);
+        EXPECT_LT(margin, kTieFraction * rms) << "prompt " << p << " step " << step << ": cpu token " << a
+                                               << ", gpu token " << b << " (logits rms " << rms << ")";
+        ++near_ties;
       }
       ASSERT_TRUE(cpu.forward(&a, 1, cache, LogitsMode::Last, ref).ok());
-      ASSERT_TRUE(gpu->decode(&b, 1, out).ok());
+      ASSERT_TRUE(gpu->decode(&a, 1, out).ok());
     }
   }
+  if (near_ties > 0) std::printf("  %s: %d of 36 steps at near-ties\n", c.name.c_str(), near_ties);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -207,7 +221,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"qwen2_bias", qwen2_bias(), {}}, Case{"qwen2_bias_lp0_2", qwen2_bias(), {0, 2}},
                       Case{"qwen3_qk_norm", qwen3_qk_norm(), {}}, Case{"qwen3_qk_norm_lp1", qwen3_qk_norm(), {1}},
                       Case{"smollm2_shape", smollm2_shape(), {}}, Case{"smollm2_shape_lp1", smollm2_shape(), {1}},
-                      Case{"long_ffn", long_ffn(), {}}),
+                      Case{"long_ffn", long_ffn(), {}}, Case{"large_mha", large_mha(), {}},
+                      Case{"large_mha_lp0", large_mha(), {0}}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
 // Decode over several flash-decoding chunks, against the CPU (the other tests' contexts fit in one chunk):
@@ -245,10 +260,12 @@ TEST(CudaDecode, LongContextMatchesCpu) {
   }
 }
 
-// B sequences decoded together (each at its own position) give each sequence the same
-// tokens as decoding it alone: gemv (B <= 8) and cuBLAS (B > 8) paths.
+// B sequences decoded together (each at its own position) give each sequence what decoding it alone gives:
+// gemv (B <= 8) and cuBLAS (B > 8) paths. The single model is fed the batch's tokens, so a near-tie
+// (kTieFraction) that picks another top token does not change what the later steps compare.
 TEST(CudaBatch, BatchMatchesSingleSequence) {
-  for (const Case& c : {Case{"llama_gqa_lp1", llama_gqa(), {1}}, Case{"qwen2_bias", qwen2_bias(), {}}}) {
+  for (const Case& c : {Case{"llama_gqa_lp1", llama_gqa(), {1}}, Case{"qwen2_bias", qwen2_bias(), {}},
+                        Case{"large_mha", large_mha(), {}}}) {
     SCOPED_TRACE(c.name);
     const ModelWeights w = bf16_weights(c, 9);
     const int V = c.config.vocab_size;
@@ -274,17 +291,57 @@ TEST(CudaBatch, BatchMatchesSingleSequence) {
           next[b] = argmax(logits.data() + b * V, V);
         }
       }
+      const double bound = B <= 8 ? kBatchRelTol : kBatchCublasRelTol;
       for (int b = 0; b < B; ++b) {
         single->reset(0);
         const std::vector<int32_t> prompt = prompt_tokens(3 + 2 * b, V, 500 + b);
         ASSERT_TRUE(single->prefill(0, prompt.data(), static_cast<int>(prompt.size()), LogitsMode::Last, logits).ok());
-        int32_t token = argmax(logits.data(), V);
         for (int step = 0; step < 5; ++step) {
-          EXPECT_EQ(token, tokens[b][step]) << "sequence " << b << " step " << step;
-          ASSERT_TRUE(single->decode(&token, 1, logits).ok());
-          EXPECT_LT(rel_l2(batch_logits[b].data() + step * V, logits.data(), V), B <= 8 ? kBatchRelTol : kBatchCublasRelTol)
+          const int32_t alone = argmax(logits.data(), V);
+          if (alone != tokens[b][step]) {
+            std::vector<float> sorted(logits);
+            std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+            double ss = 0;
+            for (float v : logits) ss += static_cast<double>(v) * v;
+            EXPECT_LT(sorted[0] - sorted[1], kTieFraction * std::sqrt(ss / V))
+                << "sequence " << b << " step " << step << ": alone " << alone << ", in the batch " << tokens[b][step];
+          }
+          ASSERT_TRUE(single->decode(&tokens[b][step], 1, logits).ok());
+          EXPECT_LT(rel_l2(batch_logits[b].data() + step * V, logits.data(), V), bound)
               << "sequence " << b << " step " << step;
-          token = argmax(logits.data(), V);
+        }
+      }
+    }
+  }
+}
+
+// Repeated runs of the same prompt and decode steps on one model stay within kBatchRelTol of the first run:
+// the only run-to-run difference is the split-K gemvs' atomics order (a race would show as errors far
+// above bf16 noise). Prompts of 1-8 tokens run on the gemv path with its splits, 12 on cuBLAS.
+TEST(CudaDeterminism, RepeatedRunsWithinBatchTolerance) {
+  for (const Case& c : {Case{"smollm2_shape", smollm2_shape(), {}}, Case{"large_mha", large_mha(), {}}}) {
+    SCOPED_TRACE(c.name);
+    const ModelWeights w = bf16_weights(c, 9);
+    const int V = c.config.vocab_size;
+    auto m = make_cuda(w, 1, 64, 64);
+    ASSERT_TRUE(m);
+    for (int T : {1, 5, 8, 12}) {
+      SCOPED_TRACE("T=" + std::to_string(T));
+      const std::vector<int32_t> prompt = prompt_tokens(T, V, 600 + T);
+      std::vector<std::vector<float>> first;
+      std::vector<int32_t> tokens;
+      std::vector<float> logits;
+      for (int rep = 0; rep < 5; ++rep) {
+        m->reset(0);
+        ASSERT_TRUE(m->prefill(0, prompt.data(), T, LogitsMode::Last, logits).ok());
+        for (int step = 0; step <= 3; ++step) {
+          if (rep == 0) {
+            first.push_back(logits);
+            tokens.push_back(argmax(logits.data(), V));
+          } else {
+            EXPECT_LT(rel_l2(logits.data(), first[step].data(), V), kBatchRelTol) << "run " << rep << " step " << step;
+          }
+          if (step < 3) ASSERT_TRUE(m->decode(&tokens[step], 1, logits).ok());
         }
       }
     }

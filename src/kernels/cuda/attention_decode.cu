@@ -35,22 +35,41 @@ __device__ __forceinline__ void to_float8(const uint4& u, float* f) {
   }
 }
 
-// Merges chunks [0, used) of (query i, head h) into out: each chunk's (max, sum) rescaled to the common max.
-// Thread d of Dh; the loads are unrolled so that a thread's partials go out together, not one L2 round
-// trip per chunk. (A single pass with a running max measured slower: smollm2-135m 0.506 -> 0.530 ms.)
+// Merges chunks [0, used) of (query i, head h) into out, for dim d: each chunk's (max, sum) rescaled to
+// the common max. The partials go out kBatch chunks at a time, all loads of a batch before any
+// arithmetic, so a merge of up to kBatch chunks is one L2 round trip; batches combine with a running
+// max. (Two passes, max then sum, each unrolled by 8, cost ~6 round trips at 17 chunks; a single pass
+// with a running max per chunk is one round trip per chunk: smollm2-135m 0.506 -> 0.530 ms.)
 // __ldcg: in the last-block merge the partials were written by other blocks of the same grid.
+template <int kBatch>
 __device__ __forceinline__ void merge_chunks(const AttentionDecodeArgs& a, int n_chunks, int used, int i, int h,
                                              int d) {
   const int64_t part0 = (static_cast<int64_t>(i) * a.H + h) * n_chunks;
-  float mx = -INFINITY;
-#pragma unroll 8
-  for (int c = 0; c < used; ++c) mx = fmaxf(mx, __ldcg(a.part_ml + (part0 + c) * 2));
-  float sum = 0, out = 0;
-#pragma unroll 8
-  for (int c = 0; c < used; ++c) {
-    const float f = exp2f(__ldcg(a.part_ml + (part0 + c) * 2) - mx);
-    sum += __ldcg(a.part_ml + (part0 + c) * 2 + 1) * f;
-    out += __ldcg(a.part_acc + (part0 + c) * a.Dh + d) * f;
+  const float2* ml = reinterpret_cast<const float2*>(a.part_ml) + part0;  // (max, sum) per chunk
+  const float* acc = a.part_acc + part0 * a.Dh + d;
+  float run_max = -INFINITY, sum = 0, out = 0;
+  for (int c0 = 0; c0 < used; c0 += kBatch) {
+    float2 p[kBatch];
+    float v[kBatch];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const bool valid = c0 + j < used;
+      p[j] = valid ? __ldcg(ml + c0 + j) : make_float2(-INFINITY, 0.0f);
+      v[j] = valid ? __ldcg(acc + static_cast<int64_t>(c0 + j) * a.Dh) : 0.0f;
+    }
+    float mx = run_max;
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) mx = fmaxf(mx, p[j].x);
+    const float corr = exp2f(run_max - mx);  // 0 on the first batch (every valid chunk's max is finite)
+    sum *= corr;
+    out *= corr;
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const float f = exp2f(p[j].x - mx);  // 0 past `used`
+      sum += p[j].y * f;
+      out += v[j] * f;
+    }
+    run_max = mx;
   }
   a.out[(static_cast<int64_t>(i) * a.H + h) * a.Dh + d] = __float2bfloat16(out / sum);
 }
@@ -71,31 +90,25 @@ __global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(Attent
   // waiting on the previous kernel (which writes only the newest row), overlapping its tail. That pays
   // for small layers (smollm2-135m: 0.581 -> 0.556 ms per step); behind a large QKV projection the
   // lines are evicted again by its weights streaming through L2 (llama2-7b: 5.34 -> 5.54 ms).
-  if constexpr (!kPrefetch) {
-    pdl_wait();
-    pdl_launch_dependents();
-  }
+  // The positions and slots are read before the wait in both variants, for the same reason.
   const int chunk = blockIdx.x, g = blockIdx.y, i = blockIdx.z;
   const int len = a.pos[i] + 1;
   const int k0 = chunk * a.chunk;
-  if (k0 >= len) {
-    if constexpr (kPrefetch) pdl_wait();  // every block waits before it ends
-    return;
-  }
-  const int k1 = min(len, k0 + a.chunk);
   const int64_t head_base = (static_cast<int64_t>(a.slot[i]) * a.Hkv + g) * a.S * kDh;
+  const int k1 = min(len, k0 + a.chunk);
   if constexpr (kPrefetch) {
     constexpr int kLinesPerRow = kDh * 2 / 128;
-    const int old_rows = min(k1, len - 1) - k0;
+    const int old_rows = max(0, min(k1, len - 1) - k0);
     for (int e = threadIdx.x; e < 2 * old_rows * kLinesPerRow; e += kThreads) {
       const bf16* cache = e < old_rows * kLinesPerRow ? a.k_cache : a.v_cache;
       const int line = e % (old_rows * kLinesPerRow);
       const bf16* p = cache + head_base + static_cast<int64_t>(k0) * kDh + line * 64;
       asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
     }
-    pdl_wait();
-    pdl_launch_dependents();
   }
+  pdl_wait();  // every block waits before it ends, so completion stays transitive
+  pdl_launch_dependents();
+  if (k0 >= len) return;
   const int kg = threadIdx.x / kLanes, sub = threadIdx.x % kLanes;
 
   const bf16* kp = a.k_cache + head_base + sub * 8;
@@ -204,18 +217,20 @@ __global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(Attent
     if (!s_last) return;
     __threadfence();
     for (int e = threadIdx.x; e < kGroup * kDh; e += kThreads) {
-      merge_chunks(a, n_chunks, used, i, g * kGroup + e / kDh, e % kDh);
+      // 8 chunks per round trip keep the kernel's registers (and blocks per SM) where they were without
+      // the merge; 16 would double them at GQA group 1.
+      merge_chunks<8>(a, n_chunks, used, i, g * kGroup + e / kDh, e % kDh);
     }
   }
 }
 
 // One block per (head, query), Dh threads: merges the valid chunks' partials into the output row.
 __global__ void attention_merge_chunks_kernel(AttentionDecodeArgs a, int n_chunks) {
+  const int h = blockIdx.x, i = blockIdx.y, d = threadIdx.x;
+  const int len = a.pos[i] + 1;  // a step input: read before the wait
   pdl_wait();
   pdl_launch_dependents();
-  const int h = blockIdx.x, i = blockIdx.y, d = threadIdx.x;
-  const int len = a.pos[i] + 1;
-  merge_chunks(a, n_chunks, (len + a.chunk - 1) / a.chunk, i, h, d);
+  merge_chunks<32>(a, n_chunks, (len + a.chunk - 1) / a.chunk, i, h, d);
 }
 
 template <int kDh, int kGroup>

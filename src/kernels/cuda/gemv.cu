@@ -77,6 +77,34 @@ __device__ __forceinline__ void load_row_pair(const bf16* __restrict__ w_row, in
   }
 }
 
+// The RopeQkvWrite epilogue's operands for one warp: the rows' positions and slots, and for the current
+// row pair its bias and, per row, the cos/sin of its RoPE pair ((1, 0) on v rows, which are not rotated).
+template <int kRows>
+struct RopeOperands {
+  int pos[kRows], slot[kRows];
+  float cos[kRows], sin[kRows];
+  float2 bias;
+
+  __device__ __forceinline__ void load_rows(const RopeQkvArgs& r, int rows) {
+#pragma unroll
+    for (int t = 0; t < kRows; ++t) {
+      pos[t] = t < rows ? r.pos[t] : 0;
+      slot[t] = t < rows ? r.slot[t] : 0;
+    }
+  }
+
+  __device__ __forceinline__ void load_pair(const RopeQkvArgs& r, int row) {
+    const int half = r.Dh / 2, i = (row % r.Dh) / 2;
+    const bool rotated = row < (r.H + r.Hkv) * r.Dh;  // q and k rows
+#pragma unroll
+    for (int t = 0; t < kRows; ++t) {
+      cos[t] = rotated ? r.cos[static_cast<int64_t>(pos[t]) * half + i] : 1.0f;
+      sin[t] = rotated ? r.sin[static_cast<int64_t>(pos[t]) * half + i] : 0.0f;
+    }
+    bias = r.bias ? make_float2(r.bias[row], r.bias[row + 1]) : make_float2(0.0f, 0.0f);
+  }
+};
+
 // kRows: compile-time row capacity (1, 2, 4, 8); rows <= kRows are real, the rest are zero padding.
 // The preload before griddepcontrol.wait: bench/RESULTS.md, sixth pass (smollm2-135m -5.6% per step;
 // llama2-7b -2.4% once the out and down projections split to fill the chip, +0.6% before).
@@ -104,6 +132,14 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(
   if (first_row < N) {
     load_row_pair(w + static_cast<int64_t>(first_row) * K + k0, K, nchunks, lane, a, b);
     preloaded = true;
+  }
+  // RopeQkvWrite: the rows' positions and slots are inputs of the whole step, and the cos/sin table and
+  // bias are constants, so the first row pair's epilogue operands are loaded before the wait too; the
+  // epilogue's stores then never wait on a chain of dependent loads (pos, then cos/sin).
+  RopeOperands<kRows> rope;
+  if constexpr (kOut == GemvOutput::RopeQkvWrite) {
+    rope.load_rows(epilogue.rope, rows);
+    if (first_row < N) rope.load_pair(epilogue.rope, first_row);
   }
   pdl_wait();
   pdl_launch_dependents();
@@ -157,30 +193,13 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(
   }
   __syncthreads();
 
-  // RopeQkvWrite: the rows' positions and slots are read once, and each row pair's cos/sin before its
-  // dot products, so the epilogue's stores do not wait on dependent global loads.
-  int pos[kRows], slot[kRows];
-  if constexpr (kOut == GemvOutput::RopeQkvWrite) {
-#pragma unroll
-    for (int t = 0; t < kRows; ++t) {
-      pos[t] = t < rows ? epilogue.rope.pos[t] : 0;
-      slot[t] = t < rows ? epilogue.rope.slot[t] : 0;
-    }
-  }
-
   const int xs_stride = k_len / 8;
   const uint4* xs4 = reinterpret_cast<const uint4*>(xs);
-  for (int row = first_row; row < N; row += gridDim.x * kWarps * 2) {
-    float rope_cos[kRows], rope_sin[kRows];
+  const int row_step = gridDim.x * kWarps * 2;
+  for (int row = first_row; row < N; row += row_step) {
+    // A later row pair's epilogue operands go out before its dot products.
     if constexpr (kOut == GemvOutput::RopeQkvWrite) {
-      const RopeQkvArgs& r = epilogue.rope;
-      const int half = r.Dh / 2, i = (row % r.Dh) / 2;
-      const bool rotated = row < (r.H + r.Hkv) * r.Dh;  // q and k rows; v rows are stored as is
-#pragma unroll
-      for (int t = 0; t < kRows; ++t) {
-        rope_cos[t] = rotated ? r.cos[static_cast<int64_t>(pos[t]) * half + i] : 1.0f;
-        rope_sin[t] = rotated ? r.sin[static_cast<int64_t>(pos[t]) * half + i] : 0.0f;
-      }
+      if (row != first_row) rope.load_pair(epilogue.rope, row);
     }
     float acc0[kRows], acc1[kRows];
 #pragma unroll
@@ -230,13 +249,9 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(
           *reinterpret_cast<__nv_bfloat162*>(y) = __floats2bfloat162_rn(acc0[t], acc1[t]);
         } else if constexpr (kOut == GemvOutput::RopeQkvWrite) {
           const RopeQkvArgs& r = epilogue.rope;
-          float v0 = acc0[t], v1 = acc1[t];
-          if (r.bias) {
-            v0 += r.bias[row];
-            v1 += r.bias[row + 1];
-          }
-          const float2 v = rotate_pair(v0, v1, rope_cos[t], rope_sin[t]);  // (cos, sin) = (1, 0) on v rows
-          bf16* dst = qkv_destination(r, t, row / r.Dh, row % r.Dh, slot[t], pos[t]);
+          // (cos, sin) = (1, 0) on v rows
+          const float2 v = rotate_pair(acc0[t] + rope.bias.x, acc1[t] + rope.bias.y, rope.cos[t], rope.sin[t]);
+          bf16* dst = qkv_destination(r, t, row / r.Dh, row % r.Dh, rope.slot[t], rope.pos[t]);
           *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(v.x, v.y);
         } else {
           bf16* y = static_cast<bf16*>(out) + static_cast<int64_t>(t) * (N / 2) + row / 2;
