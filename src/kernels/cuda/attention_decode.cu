@@ -217,20 +217,23 @@ __global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(Attent
     if (!s_last) return;
     __threadfence();
     for (int e = threadIdx.x; e < kGroup * kDh; e += kThreads) {
-      // 8 chunks per round trip keep the kernel's registers (and blocks per SM) where they were without
-      // the merge; 16 would double them at GQA group 1.
-      merge_chunks<8>(a, n_chunks, used, i, g * kGroup + e / kDh, e % kDh);
+      // 4 chunks per round trip keep the kernel at 60 registers at GQA group 1, so 4 blocks per SM (8 took
+      // 76, 3 blocks: llama2-7b batch 16 and 64 +4-5% per step, where this kernel streams the whole cache).
+      merge_chunks<4>(a, n_chunks, used, i, g * kGroup + e / kDh, e % kDh);
     }
   }
 }
 
 // One block per (head, query), Dh threads: merges the valid chunks' partials into the output row.
+// kBatch: chunks per round trip, the launcher's smallest of 4..32 that covers n_chunks (registers grow with
+// it, and at large batches there are thousands of these blocks over one or two chunks each).
+template <int kBatch>
 __global__ void attention_merge_chunks_kernel(AttentionDecodeArgs a, int n_chunks) {
   const int h = blockIdx.x, i = blockIdx.y, d = threadIdx.x;
   const int len = a.pos[i] + 1;  // a step input: read before the wait
   pdl_wait();
   pdl_launch_dependents();
-  merge_chunks<32>(a, n_chunks, (len + a.chunk - 1) / a.chunk, i, h, d);
+  merge_chunks<kBatch>(a, n_chunks, (len + a.chunk - 1) / a.chunk, i, h, d);
 }
 
 template <int kDh, int kGroup>
@@ -255,7 +258,11 @@ Status launch(const AttentionDecodeArgs& a, cudaStream_t stream) {
   auto kernel = prefetch ? attention_decode_chunk_kernel<kDh, kGroup, true, 128, 2, false>
                          : attention_decode_chunk_kernel<kDh, kGroup, false, 128, 2, false>;
   DUET_TRY(launch_kernel(kernel, grid, dim3(128), 0, stream, a, scale_log2, n_chunks));
-  DUET_TRY(launch_kernel(attention_merge_chunks_kernel, dim3(a.H, a.Nq), dim3(kDh), 0, stream, a, n_chunks));
+  auto merge = n_chunks <= 4    ? attention_merge_chunks_kernel<4>
+               : n_chunks <= 8  ? attention_merge_chunks_kernel<8>
+               : n_chunks <= 16 ? attention_merge_chunks_kernel<16>
+                                : attention_merge_chunks_kernel<32>;
+  DUET_TRY(launch_kernel(merge, dim3(a.H, a.Nq), dim3(kDh), 0, stream, a, n_chunks));
   return ok_status();
 }
 
