@@ -20,6 +20,7 @@
 #include "backends/cuda/cuda_model.h"
 #include "core/half.h"
 #include "kernels/ops.h"
+#include "kernels/cuda/gemm.cuh"
 #include "kernels/cuda/ops.cuh"
 #include "model/lp_merge.h"
 
@@ -107,7 +108,7 @@ struct CudaModel::Impl {
   float* part_ml = nullptr;
   int* merge_count = nullptr;  // [max_batch, Hkvmax] chunks done per (sequence, KV head); 0 between steps
   cudaStream_t stream = nullptr;
-  cublasHandle_t cublas = nullptr;
+  std::unique_ptr<cuda::GemmRunner> gemms;
   void* workspace = nullptr;
   std::vector<int> lengths;
   std::map<int, cudaGraphExec_t> graphs;
@@ -128,7 +129,7 @@ struct CudaModel::Impl {
 
   ~Impl() {
     for (auto& [b, exec] : graphs) cudaGraphExecDestroy(exec);
-    if (cublas) cublasDestroy(cublas);
+    gemms.reset();
     for (void* p : allocations) cudaFree(p);
     if (stream) cudaStreamDestroy(stream);
   }
@@ -184,11 +185,9 @@ struct CudaModel::Impl {
       if (s.F % 8 != 0) return make_error("CUDA backend: ffn_dim ", s.F, " must be a multiple of 8");
     }
     DUET_CUDA_TRY(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    DUET_CUDA_TRY(cublasCreate(&cublas));
     const size_t ws_bytes = 32u << 20;
     DUET_TRY(alloc(reinterpret_cast<char**>(&workspace), static_cast<int64_t>(ws_bytes)));
-    DUET_CUDA_TRY(cublasSetWorkspace(cublas, workspace, ws_bytes));
-    DUET_CUDA_TRY(cublasSetStream(cublas, stream));
+    DUET_ASSIGN_OR_RETURN(gemms, cuda::GemmRunner::create(workspace, ws_bytes));
 
     const int S = opt.max_context, Dh = c.head_dim;
     std::vector<float> cos(static_cast<size_t>(S) * Dh / 2), sin(cos.size());
@@ -229,6 +228,21 @@ struct CudaModel::Impl {
     }
     lengths.assign(opt.max_batch, 0);
     DUET_CUDA_TRY(cudaStreamSynchronize(stream));
+    return tune_prefill_gemms();
+  }
+
+  // A prompt runs in chunks of max_prefill rows, so those are the GEMMs that carry prefill time: each
+  // distinct shape gets its cuBLASLt algorithm by timing (GemmRunner::tune; tens of ms per shape at
+  // creation). The QKV and gate/up GEMMs of a prompt write bf16; out and down add into the f32 stream.
+  Status tune_prefill_gemms() {
+    const int T = opt.max_prefill, D = config.dim, Dh = config.head_dim;
+    if (cuda::gemv_supported(T, D)) return ok_status();  // prompts this short run on gemv
+    for (const DeviceLayer& L : layers) {
+      DUET_TRY(gemms->tune(L.wqkv, false, T, (L.H + 2 * L.Hkv) * Dh, D, 0.0f));
+      DUET_TRY(gemms->tune(L.wo, true, T, D, L.H * Dh, 1.0f));
+      DUET_TRY(gemms->tune(L.wgu, false, T, 2 * L.F, D, 0.0f));
+      DUET_TRY(gemms->tune(L.wdown, true, T, D, L.F, 1.0f));
+    }
     return ok_status();
   }
 
@@ -258,11 +272,11 @@ struct CudaModel::Impl {
       x_bf16 = xn;
     }
     switch (out_kind) {
-      case cuda::GemvOutput::StoreF32: return cuda::gemm(cublas, x_bf16, w, out, true, T, N, K, 0.0f, stream);
-      case cuda::GemvOutput::StoreBf16: return cuda::gemm(cublas, x_bf16, w, out, false, T, N, K, 0.0f, stream);
-      case cuda::GemvOutput::AddF32: return cuda::gemm(cublas, x_bf16, w, out, true, T, N, K, 1.0f, stream);
+      case cuda::GemvOutput::StoreF32: return gemms->run(x_bf16, w, out, true, T, N, K, 0.0f, stream);
+      case cuda::GemvOutput::StoreBf16: return gemms->run(x_bf16, w, out, false, T, N, K, 0.0f, stream);
+      case cuda::GemvOutput::AddF32: return gemms->run(x_bf16, w, out, true, T, N, K, 1.0f, stream);
       case cuda::GemvOutput::SiluMulBf16:
-        DUET_TRY(cuda::gemm(cublas, x_bf16, w, gu, false, T, N, K, 0.0f, stream));
+        DUET_TRY(gemms->run(x_bf16, w, gu, false, T, N, K, 0.0f, stream));
         mark("gemm_gate_up");
         return cuda::silu_mul_interleaved(gu, static_cast<bf16*>(out), T, N / 2, stream);
       case cuda::GemvOutput::RopeQkvWrite: break;  // gemv only (enqueue_layers checks gemv_supported first)

@@ -85,9 +85,7 @@ bool gemv_supported(int T, int K);
 bool gemv_latency_bound(int N, int K);
 Status gemv(const GemvArgs& args, cudaStream_t stream);
 
-// gemm: y[T,N] = alpha * x[T,K] W[N,K]^T + beta * y. cuBLAS, fp32 compute. x, W bf16; y bf16 or f32 (y_f32).
-Status gemm(cublasHandle_t handle, const bf16* x, const bf16* w, void* y, bool y_f32, int T, int N, int K,
-            float beta, cudaStream_t stream);
+// The cuBLASLt GEMMs (prefill, decode batches over 8 rows) are GemmRunner (gemm.cuh).
 
 
 // attention_decode_split_kv (flash-decoding): for each query i, out[i,h,:] = softmax_s(q[i,h,:].k[s]/sqrt(Dh)) v[s]
