@@ -237,6 +237,7 @@ struct CudaModel::Impl {
   Status tune_prefill_gemms() {
     const int T = opt.max_prefill, D = config.dim, Dh = config.head_dim;
     if (cuda::gemv_supported(T, D)) return ok_status();  // prompts this short run on gemv
+    DUET_CUDA_TRY(cudaDeviceSynchronize());  // weight uploads and fills (some on the legacy stream) are done
     for (const DeviceLayer& L : layers) {
       DUET_TRY(gemms->tune(L.wqkv, false, T, (L.H + 2 * L.Hkv) * Dh, D, 0.0f));
       DUET_TRY(gemms->tune(L.wo, true, T, D, L.H * Dh, 1.0f));

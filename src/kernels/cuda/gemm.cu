@@ -127,8 +127,11 @@ Status GemmRunner::tune(const bf16* w, bool y_f32, int T, int N, int K, float be
     if (stream) cudaStreamDestroy(stream);
   };
   auto timed = [&]() -> Status {
-    DUET_CUDA_TRY(cudaMalloc(&x, static_cast<size_t>(T) * K * 2));
-    DUET_CUDA_TRY(cudaMalloc(&y, static_cast<size_t>(T) * N * (y_f32 ? 4 : 2)));
+    if (cudaMalloc(&x, static_cast<size_t>(T) * K * 2) != cudaSuccess ||
+        cudaMalloc(&y, static_cast<size_t>(T) * N * (y_f32 ? 4 : 2)) != cudaSuccess) {
+      cudaGetLastError();  // no memory to spare for the scratch: the heuristic's first candidate stays
+      return ok_status();
+    }
     DUET_CUDA_TRY(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     DUET_TRY(fill_uniform(static_cast<bf16*>(x), static_cast<int64_t>(T) * K, 0x9e3779b9u, 1.0f, 0.0f, stream));
     DUET_CUDA_TRY(cudaEventCreate(&start));

@@ -21,7 +21,8 @@ class GemmRunner {
   ~GemmRunner();
 
   // Times the heuristic's candidates for this shape on W (read only) with scratch inputs and outputs, and
-  // keeps the fastest for run(). Synchronous; not for use inside graph capture.
+  // keeps the fastest for run(); without memory for the scratch it keeps the first. Synchronous; not for
+  // use inside graph capture.
   Status tune(const bf16* w, bool y_f32, int T, int N, int K, float beta);
   Status run(const bf16* x, const bf16* w, void* y, bool y_f32, int T, int N, int K, float beta,
              cudaStream_t stream);
