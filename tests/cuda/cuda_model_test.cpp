@@ -127,6 +127,14 @@ double rel_l2(const float* a, const float* ref, int n) {
 
 int argmax(const float* x, int n) { return static_cast<int>(std::max_element(x, x + n) - x); }
 
+// The reference logits' top-2 margin as a fraction of their rms: under kTieFraction is a near-tie.
+double top2_margin_over_rms(std::vector<float> logits) {
+  double ss = 0;
+  for (float v : logits) ss += static_cast<double>(v) * v;
+  std::partial_sort(logits.begin(), logits.begin() + 2, logits.end(), std::greater<float>());
+  return (logits[0] - logits[1]) / std::sqrt(ss / static_cast<double>(logits.size()));
+}
+
 std::vector<int32_t> prompt_tokens(int n, int V, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::vector<int32_t> t(n);
@@ -199,13 +207,8 @@ TEST_P(CudaVsCpu, GreedyTokensMatchCpu) {
     for (int step = 0; step < 12; ++step) {
       const int32_t a = argmax(ref.data(), V), b = argmax(out.data(), V);
       if (a != b) {
-        std::vector<float> sorted(ref);
-        std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
-        double ss = 0;
-        for (float v : ref) ss += static_cast<double>(v) * v;
-        const double margin = sorted[0] - sorted[1], rms = std::sqrt(ss / V);
-        EXPECT_LT(margin, kTieFraction * rms) << "prompt " << p << " step " << step << ": cpu token " << a
-                                               << ", gpu token " << b << " (logits rms " << rms << ")";
+        EXPECT_LT(top2_margin_over_rms(ref), kTieFraction) << "prompt " << p << " step " << step << ": cpu token "
+                                                            << a << ", gpu token " << b;
         ++near_ties;
       }
       ASSERT_TRUE(cpu.forward(&a, 1, cache, LogitsMode::Last, ref).ok());
@@ -299,11 +302,7 @@ TEST(CudaBatch, BatchMatchesSingleSequence) {
         for (int step = 0; step < 5; ++step) {
           const int32_t alone = argmax(logits.data(), V);
           if (alone != tokens[b][step]) {
-            std::vector<float> sorted(logits);
-            std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
-            double ss = 0;
-            for (float v : logits) ss += static_cast<double>(v) * v;
-            EXPECT_LT(sorted[0] - sorted[1], kTieFraction * std::sqrt(ss / V))
+            EXPECT_LT(top2_margin_over_rms(logits), kTieFraction)
                 << "sequence " << b << " step " << step << ": alone " << alone << ", in the batch " << tokens[b][step];
           }
           ASSERT_TRUE(single->decode(&tokens[b][step], 1, logits).ok());
