@@ -32,7 +32,7 @@ fi
 if [[ $mode == bench || $mode == all ]]; then
   SHAPES=${DUET_BENCH_SHAPES:-llama2-7b,llama3-8b,qwen2.5-7b,smollm2-135m,smollm2-1.7b,llama3.2-1b}
   BATCHES=${DUET_BENCH_BATCHES:-1,16,64}
-  cmd="$BIN/duet_bench bench --shape $SHAPES --batch $BATCHES --ctx 1024 --prefill 2048 --json $OUT/duet_bench.json"
+  cmd="$BIN/duet_bench bench --shape $SHAPES --batch $BATCHES --ctx 1024 --prefill 2048 --steps 300 --json $OUT/duet_bench.json"
   echo "== $cmd"
   $cmd > "$OUT/duet_bench.md" 2> "$OUT/duet_bench.log" || status=1
   tail -n 4 "$OUT/duet_bench.log"

@@ -77,9 +77,10 @@ __device__ __forceinline__ void merge_chunks(const AttentionDecodeArgs& a, int n
 // kPrefetch: see below; chosen by the launcher only for small caches. kKeys: keys per key group whose
 // loads are in flight together. kLastBlockMerges: the last block of a (query, KV head) to finish merges
 // its chunks (a.merge_count counts them and is reset by that block).
-template <int kDh, int kGroup, bool kPrefetch, int kThreads, int kKeys, bool kLastBlockMerges>
+template <int kDh, int kGroup, bool kPrefetch, int kThreads, int kKeys, bool kLastBlockMerges, bool kTriggerEarly>
 __global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(AttentionDecodeArgs a, float scale_log2,
                                                                           int n_chunks) {
+  if constexpr (kTriggerEarly) pdl_launch_dependents();
   constexpr int kLanes = kDh / 8;             // lanes per key
   constexpr int kKeyGroups = kThreads / kLanes;
   __shared__ float s_acc[kKeyGroups][kGroup][kDh];
@@ -107,7 +108,7 @@ __global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(Attent
     }
   }
   pdl_wait();  // every block waits before it ends, so completion stays transitive
-  pdl_launch_dependents();
+  if constexpr (!kTriggerEarly) pdl_launch_dependents();
   if (k0 >= len) return;
   const int kg = threadIdx.x / kLanes, sub = threadIdx.x % kLanes;
 
@@ -227,17 +228,31 @@ __global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(Attent
 // One block per (head, query), Dh threads: merges the valid chunks' partials into the output row.
 // kBatch: chunks per round trip, the launcher's smallest of 4..32 that covers n_chunks (registers grow with
 // it, and at large batches there are thousands of these blocks over one or two chunks each).
-template <int kBatch>
+template <int kBatch, bool kTriggerEarly>
 __global__ void attention_merge_chunks_kernel(AttentionDecodeArgs a, int n_chunks) {
+  if constexpr (kTriggerEarly) pdl_launch_dependents();
   const int h = blockIdx.x, i = blockIdx.y, d = threadIdx.x;
   const int len = a.pos[i] + 1;  // a step input: read before the wait
   pdl_wait();
-  pdl_launch_dependents();
+  if constexpr (!kTriggerEarly) pdl_launch_dependents();
   merge_chunks<kBatch>(a, n_chunks, (len + a.chunk - 1) / a.chunk, i, h, d);
 }
 
-template <int kDh, int kGroup>
-Status launch(const AttentionDecodeArgs& a, cudaStream_t stream) {
+// The merge kernel with kBatch sized to n_chunks.
+template <bool kTriggerEarly>
+Status launch_merge(const AttentionDecodeArgs& a, int n_chunks, cudaStream_t stream) {
+  auto merge = n_chunks <= 4    ? attention_merge_chunks_kernel<4, kTriggerEarly>
+               : n_chunks <= 8  ? attention_merge_chunks_kernel<8, kTriggerEarly>
+               : n_chunks <= 16 ? attention_merge_chunks_kernel<16, kTriggerEarly>
+                                : attention_merge_chunks_kernel<32, kTriggerEarly>;
+  return launch_kernel(merge, dim3(a.H, a.Nq), dim3(a.Dh), 0, stream, a, n_chunks);
+}
+
+// Large layers (no K/V prefetch) of up to 2 sequences let the next kernel launch at the start (launch.cuh),
+// as the gemv does; small ones after the wait, where the early launch measured no gain for the merge and +1%
+// per step for the chunks (smollm2-135m batch 1).
+template <int kDh, int kGroup, bool kTriggerEarly>
+Status launch_variant(const AttentionDecodeArgs& a, cudaStream_t stream) {
   const int n_chunks = (a.S + a.chunk - 1) / a.chunk;
   const float scale_log2 = kLog2e / std::sqrt(static_cast<float>(kDh));
   const dim3 grid(n_chunks, a.Hkv, a.Nq);
@@ -247,23 +262,24 @@ Status launch(const AttentionDecodeArgs& a, cudaStream_t stream) {
   // more than the merge launch under PDL (smollm2-135m batch 1: +2 us per layer).
   if constexpr (kGroup <= 2) {
     if (!a.prefetch_kv) {
-      return launch_kernel(attention_decode_chunk_kernel<kDh, kGroup, false, 256, 4, true>, grid, dim3(256), 0,
-                           stream, a, scale_log2, n_chunks);
+      return launch_kernel(attention_decode_chunk_kernel<kDh, kGroup, false, 256, 4, true, kTriggerEarly>, grid,
+                           dim3(256), 0, stream, a, scale_log2, n_chunks);
     }
   }
   // K and V of every sequence of the step at full context, against L2's 50 MB.
   const int64_t cache_bytes = 4ll * a.Nq * a.Hkv * a.S * kDh;
   constexpr int64_t kPrefetchMaxCacheBytes = 4 << 20;
   const bool prefetch = a.prefetch_kv && cache_bytes <= kPrefetchMaxCacheBytes;
-  auto kernel = prefetch ? attention_decode_chunk_kernel<kDh, kGroup, true, 128, 2, false>
-                         : attention_decode_chunk_kernel<kDh, kGroup, false, 128, 2, false>;
+  auto kernel = prefetch ? attention_decode_chunk_kernel<kDh, kGroup, true, 128, 2, false, kTriggerEarly>
+                         : attention_decode_chunk_kernel<kDh, kGroup, false, 128, 2, false, kTriggerEarly>;
   DUET_TRY(launch_kernel(kernel, grid, dim3(128), 0, stream, a, scale_log2, n_chunks));
-  auto merge = n_chunks <= 4    ? attention_merge_chunks_kernel<4>
-               : n_chunks <= 8  ? attention_merge_chunks_kernel<8>
-               : n_chunks <= 16 ? attention_merge_chunks_kernel<16>
-                                : attention_merge_chunks_kernel<32>;
-  DUET_TRY(launch_kernel(merge, dim3(a.H, a.Nq), dim3(kDh), 0, stream, a, n_chunks));
-  return ok_status();
+  return launch_merge<kTriggerEarly>(a, n_chunks, stream);
+}
+
+template <int kDh, int kGroup>
+Status launch(const AttentionDecodeArgs& a, cudaStream_t stream) {
+  if (!a.prefetch_kv && a.Nq <= 2) return launch_variant<kDh, kGroup, true>(a, stream);
+  return launch_variant<kDh, kGroup, false>(a, stream);
 }
 
 template <int kDh>

@@ -41,25 +41,33 @@ __global__ void rms_norm_kernel(const float* __restrict__ x, const float* __rest
   for (int d = threadIdx.x; d < D; d += blockDim.x) yr[d] = __float2bfloat16(xr[d] * inv * (w ? w[d] : 1.0f));
 }
 
-// D % 4 == 0: 16-byte loads of x and w, 8-byte stores of y.
+// D % 4 == 0, D / 4 <= kPer * blockDim.x: the row is read once, with every 16-byte load of a thread in flight
+// together, and held in registers for the scaling; 8-byte stores of y.
+template <int kPer>
 __global__ void rms_norm_vec4_kernel(const float4* __restrict__ x, const float4* __restrict__ w,
                                      uint2* __restrict__ y, int D4, float eps) {
   pdl_wait();
   pdl_launch_dependents();
   __shared__ float scratch[32];
   const float4* xr = x + static_cast<int64_t>(blockIdx.x) * D4;
+  float4 v[kPer];
   float ss = 0;
-  for (int d = threadIdx.x; d < D4; d += blockDim.x) {
-    const float4 v = xr[d];
-    ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int d = threadIdx.x + i * blockDim.x;
+    v[i] = d < D4 ? xr[d] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   }
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) ss += v[i].x * v[i].x + v[i].y * v[i].y + v[i].z * v[i].z + v[i].w * v[i].w;
   const float inv = rsqrtf(block_sum(ss, scratch) / (4 * D4) + eps);
   uint2* yr = y + static_cast<int64_t>(blockIdx.x) * D4;
-  for (int d = threadIdx.x; d < D4; d += blockDim.x) {
-    const float4 v = xr[d];
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int d = threadIdx.x + i * blockDim.x;
+    if (d >= D4) break;
     const float4 g = w ? w[d] : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
-    const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x * inv * g.x, v.y * inv * g.y);
-    const __nv_bfloat162 hi = __floats2bfloat162_rn(v.z * inv * g.z, v.w * inv * g.w);
+    const __nv_bfloat162 lo = __floats2bfloat162_rn(v[i].x * inv * g.x, v[i].y * inv * g.y);
+    const __nv_bfloat162 hi = __floats2bfloat162_rn(v[i].z * inv * g.z, v[i].w * inv * g.w);
     yr[d] = make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
   }
 }
@@ -126,8 +134,10 @@ Status embed(const int32_t* tokens, const bf16* table, float* x, int T, int D, c
 Status rms_norm(const float* x, const float* w, bf16* y, int T, int D, float eps, cudaStream_t stream) {
   const bool vec = D % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(y) % 8 == 0;
-  if (vec) {
-    DUET_TRY(launch_kernel(rms_norm_vec4_kernel, dim3(T), dim3(256), 0, stream, reinterpret_cast<const float4*>(x),
+  if (vec && D <= 4 * 8 * 256) {
+    // One pass from registers (llama2-7b 2048-token prompt: 1.35 ms over 64 norms with a re-read of each row).
+    auto kernel = D <= 4 * 4 * 256 ? rms_norm_vec4_kernel<4> : rms_norm_vec4_kernel<8>;
+    DUET_TRY(launch_kernel(kernel, dim3(T), dim3(256), 0, stream, reinterpret_cast<const float4*>(x),
                            reinterpret_cast<const float4*>(w), reinterpret_cast<uint2*>(y), D / 4, eps));
   } else {
     DUET_TRY(launch_kernel(rms_norm_kernel, dim3(T), dim3(256), 0, stream, x, w, y, D, eps));

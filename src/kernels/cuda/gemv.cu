@@ -119,10 +119,14 @@ struct EpilogueArgs<GemvOutput::RopeQkvWrite> {
 
 // Split K (AddF32 from a Bf16 input only): blockIdx.y picks the slice [k0, k0 + k_len) of K; each slice
 // adds its partial dot products into y with atomics, so only that slice of the input is staged.
-template <int kRows, GemvInput kIn, GemvOutput kOut>
+// kTriggerEarly: let the next kernel launch at this one's start instead of after the wait (launch.cuh). A
+// template parameter, not a runtime flag: with a flag the 8-row launches (always after the wait) measured
+// 1-1.5% slower per step (llama2-7b, llama3-8b batch 8), so the late kernels stay exactly what they were.
+template <int kRows, GemvInput kIn, GemvOutput kOut, bool kTriggerEarly>
 __global__ __launch_bounds__(kThreads) void gemv_kernel(
     const bf16* __restrict__ w, const void* __restrict__ in, const float* __restrict__ norm_w, float eps,
     void* __restrict__ out, int N, int K, int rows, int k_len, EpilogueArgs<kOut> epilogue) {
+  if constexpr (kTriggerEarly) pdl_launch_dependents();
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int k0 = blockIdx.y * k_len, nchunks = min(k_len, K - k0) / 8;
   const bool split = gridDim.y > 1;
@@ -142,7 +146,7 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(
     if (first_row < N) rope.load_pair(epilogue.rope, first_row);
   }
   pdl_wait();
-  pdl_launch_dependents();
+  if constexpr (!kTriggerEarly) pdl_launch_dependents();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* xs = reinterpret_cast<bf16*>(smem_raw);  // [kRows, k_len]
   __shared__ float red[kWarps][kRows];
@@ -282,9 +286,9 @@ Result<int> staged_bytes(Kernel kernel, int rows, int k_len8) {
   return smem;
 }
 
-template <int kRows, GemvInput kIn, GemvOutput kOut>
-Status launch(const GemvArgs& a, cudaStream_t stream) {
-  auto kernel = gemv_kernel<kRows, kIn, kOut>;
+template <int kRows, GemvInput kIn, GemvOutput kOut, bool kTriggerEarly>
+Status launch_variant(const GemvArgs& a, cudaStream_t stream) {
+  auto kernel = gemv_kernel<kRows, kIn, kOut, kTriggerEarly>;
   auto slice = [&](int splits) { return (a.K + splits - 1) / splits; };
   auto slice8 = [&](int splits) { return (slice(splits) + 7) / 8 * 8; };
   // A residual-add projection over a long K (the down projection of LP's wide layers) is split so that its
@@ -321,6 +325,20 @@ Status launch(const GemvArgs& a, cudaStream_t stream) {
   DUET_TRY(launch_kernel(kernel, dim3(grid, splits), dim3(kThreads), smem, stream, a.w, a.in, a.norm_w, a.eps, a.out,
                          a.N, a.K, a.T, k_len8, epilogue));
   return ok_status();
+}
+
+// Up to 2 rows, a projection lets the next kernel launch at its own start (launch.cuh), except a small
+// layer's QKV: there the attention blocks it would let in early, with their cache prefetch, cost more than
+// they hide (smollm2-135m batch 1: 0.454 -> 0.440 ms per step with the out, gate/up and down projections
+// early, 0.472 with the QKV too). With 4 rows the early launch made smollm2-135m 7% slower.
+template <int kRows, GemvInput kIn, GemvOutput kOut>
+Status launch(const GemvArgs& a, cudaStream_t stream) {
+  if constexpr (kRows <= 2) {
+    if (!(kOut == GemvOutput::RopeQkvWrite && gemv_latency_bound(a.N, a.K))) {
+      return launch_variant<kRows, kIn, kOut, true>(a, stream);
+    }
+  }
+  return launch_variant<kRows, kIn, kOut, false>(a, stream);
 }
 
 template <int kRows, GemvInput kIn>
