@@ -270,8 +270,10 @@ Status launch_variant(const AttentionDecodeArgs& a, cudaStream_t stream) {
   const int64_t cache_bytes = 4ll * a.Nq * a.Hkv * a.S * kDh;
   constexpr int64_t kPrefetchMaxCacheBytes = 4 << 20;
   const bool prefetch = a.prefetch_kv && cache_bytes <= kPrefetchMaxCacheBytes;
-  auto kernel = prefetch ? attention_decode_chunk_kernel<kDh, kGroup, true, 128, 2, false, kTriggerEarly>
-                         : attention_decode_chunk_kernel<kDh, kGroup, false, 128, 2, false, kTriggerEarly>;
+  auto kernel = attention_decode_chunk_kernel<kDh, kGroup, false, 128, 2, false, kTriggerEarly>;
+  if constexpr (!kTriggerEarly) {  // early launches are large layers', which never prefetch
+    if (prefetch) kernel = attention_decode_chunk_kernel<kDh, kGroup, true, 128, 2, false, false>;
+  }
   DUET_TRY(launch_kernel(kernel, grid, dim3(128), 0, stream, a, scale_log2, n_chunks));
   return launch_merge<kTriggerEarly>(a, n_chunks, stream);
 }
