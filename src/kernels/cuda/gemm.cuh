@@ -2,10 +2,10 @@
 // run(): y[T,N] = x[T,K] W[N,K]^T + beta * y. x, W bf16; y bf16 or f32 (y_f32); fp32 compute.
 // Row-major y = x W^T is column-major y^T[N,T] = op_T(W)[N,K] x^T[K,T]: W is the transposed first
 // operand. f32 output with beta = 1 is the fused residual add into the f32 stream.
-// Algorithms: the heuristic's first candidate, except for the shapes given to tune(), for which each
-// candidate is timed once (the model tunes its full prefill chunks at creation: llama2-7b's gate/up GEMM
-// 17.3 -> 15.9 ms per 2048-token prompt with the 7th candidate). run() does no timing, allocation or
-// synchronisation, so it can be captured in a CUDA graph.
+// Algorithms: the heuristic's first candidate, except for the shapes given to tune(), for which the
+// candidates are timed once, at tune() (the model tunes its full prefill chunks at creation: llama2-7b's
+// gate/up GEMM 17.7 -> 16.5 ms per 2048-token prompt, bench/RESULTS.md seventh pass). run() does no
+// timing, allocation or synchronisation, so it can be captured in a CUDA graph.
 #pragma once
 
 #include <memory>

@@ -80,8 +80,9 @@ struct GemvArgs {
 // Whether gemv handles T rows of K inputs (row count and shared-memory size).
 bool gemv_supported(int T, int K);
 // Whether W [N,K] is small enough that a gemv launch is mostly latency rather than streaming: such
-// residual-add launches split K into short slices, and the model lets attention behind such a QKV
-// projection prefetch its K/V (AttentionDecodeArgs::prefetch_kv).
+// residual-add launches split K into short slices, such a QKV projection lets the next kernel launch only
+// after its wait (gemv.cu), and the model lets attention behind it prefetch its K/V
+// (AttentionDecodeArgs::prefetch_kv).
 bool gemv_latency_bound(int N, int K);
 Status gemv(const GemvArgs& args, cudaStream_t stream);
 
