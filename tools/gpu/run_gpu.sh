@@ -5,6 +5,8 @@
 #   tools/gpu/run_gpu.sh check   transformers reference + duet_cuda_tests
 #   tools/gpu/run_gpu.sh bench   duet bench sweep + torch peer + side-by-side table
 #   tools/gpu/run_gpu.sh all     both
+#   tools/gpu/run_gpu.sh repeat  five alternations of the two closest targets (smollm2-135m
+#                                LP 10:26 at batch 1, 1000 steps; llama2-7b batch 1 + prefill)
 #
 # Binaries: $DUET_GPU_BIN (default .gpubin, prebuilt by tools/gpu/pack_binaries.sh
 # because the GPU image lacks the CPU-side libraries) or a build dir with them.
@@ -43,5 +45,15 @@ if [[ $mode == bench || $mode == all ]]; then
   python3 bench/torch_peer.py "${args[@]}" --ctx 1024 --json "$OUT/torch_peer.json" 2>&1 | tee "$OUT/torch_peer.log" || status=1
   cat "$OUT/duet_bench.md"
   python3 bench/compare.py "$OUT/duet_bench.json" "$OUT/torch_peer.json" | tee "$OUT/compare.md" || status=1
+fi
+if [[ $mode == repeat ]]; then
+  # The sweep times each row once; these repeats show the spread of the rows nearest a target.
+  for i in 1 2 3 4 5; do
+    echo "== repeat $i"
+    "$BIN/duet_bench" bench --shape smollm2-135m --batch 1 --lp 10:26 --prefill 0 --steps 1000 \
+      2>/dev/null | tail -n 2 || status=1
+    "$BIN/duet_bench" bench --shape llama2-7b --batch 1 --prefill 2048 --steps 300 --baseline-only \
+      2>/dev/null | tail -n 1 || status=1
+  done
 fi
 exit $status

@@ -1,0 +1,19 @@
+#!/bin/bash
+# Stages everything the GPU checks need for two device calls, within 64 MiB a call:
+#   .gpuxfer/bin/gpubin.tar.xz   duet, duet_cuda_tests, duet_bench and their non-CUDA libraries (~14 MB xz)
+#   .gpuxfer/p1/gguf.aa          the first 50 MB of the default SmolLM2 GGUF
+#   .gpuxfer/p2/gguf.ab          the rest (~48 MB)
+# Call 1 carries bin + p1 (runs the sweep, leaves the binaries and p1 in /tmp); call 2, right after while
+# the machine is warm (30 s), carries p2 and runs the real-model checks. docs/cuda.md has both commands.
+# Usage: tools/gpu/stage_transfer.sh [build-cuda]
+set -eu
+build=${1:-build-cuda}
+model=models/SmolLM2-135M-Instruct.Q4_1.gguf
+[ -f "$model" ] || { echo "stage_transfer: $model missing (run tools/setup.sh)" >&2; exit 1; }
+tools/gpu/pack_binaries.sh "$build" duet duet_cuda_tests duet_bench
+grep -qx '/.gpuxfer/' .git/info/exclude 2>/dev/null || echo '/.gpuxfer/' >> .git/info/exclude
+rm -rf .gpuxfer && mkdir -p .gpuxfer/bin .gpuxfer/p1 .gpuxfer/p2
+tar -cJf .gpuxfer/bin/gpubin.tar.xz .gpubin
+split -b 50000000 "$model" .gpuxfer/gguf.
+mv .gpuxfer/gguf.aa .gpuxfer/p1/ && mv .gpuxfer/gguf.ab .gpuxfer/p2/
+du -sb .gpuxfer/*
