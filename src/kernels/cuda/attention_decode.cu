@@ -12,9 +12,10 @@
 //
 // Two variants (see launch()): the narrow one (128 threads, 2 keys per key group
 // in flight, merge kernel) for small layers and large GQA groups; the wide one
-// (256 threads, 4 keys per key group, last-block merge) for GQA groups <= 2 of
-// large layers, whose cache is the most bytes per query head (llama2-7b batch 1:
-// 16.8 MB per layer), so the chunk kernel is latency-bound on its loads.
+// (256 threads, 4 keys per key group, last-block merge, first round of keys
+// loaded before the wait) for GQA groups <= 2 of large layers, whose cache is the
+// most bytes per query head (llama2-7b batch 1: 16.8 MB per layer), so the chunk
+// kernel is latency-bound on its loads.
 #include <cmath>
 
 #include "kernels/cuda/launch.cuh"
@@ -76,8 +77,12 @@ __device__ __forceinline__ void merge_chunks(const AttentionDecodeArgs& a, int n
 
 // kPrefetch: see below; chosen by the launcher only for small caches. kKeys: keys per key group whose
 // loads are in flight together. kLastBlockMerges: the last block of a (query, KV head) to finish merges
-// its chunks (a.merge_count counts them and is reset by that block).
-template <int kDh, int kGroup, bool kPrefetch, int kThreads, int kKeys, bool kLastBlockMerges, bool kTriggerEarly>
+// its chunks (a.merge_count counts them and is reset by that block). kPreload: the first round of the
+// chunk's K/V rows older than the newest (written by earlier steps) is loaded into registers before
+// griddepcontrol.wait, so it is in flight through the QKV projection's tail and the wait; the newest row,
+// which the previous kernel writes, is loaded after.
+template <int kDh, int kGroup, bool kPrefetch, int kThreads, int kKeys, bool kLastBlockMerges, bool kTriggerEarly,
+          bool kPreload = false>
 __global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(AttentionDecodeArgs a, float scale_log2,
                                                                           int n_chunks) {
   if constexpr (kTriggerEarly) pdl_launch_dependents();
@@ -107,13 +112,26 @@ __global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(Attent
       asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
     }
   }
+  const int kg = threadIdx.x / kLanes, sub = threadIdx.x % kLanes;
+  const bf16* kp = a.k_cache + head_base + sub * 8;
+  const bf16* vp = a.v_cache + head_base + sub * 8;
+  uint4 ku[kKeys], vu[kKeys];
+  const int old_end = min(k1, len - 1);
+  if constexpr (kPreload) {
+#pragma unroll
+    for (int r = 0; r < kKeys; ++r) {
+      const int key = k0 + r * kKeyGroups + kg;
+      if (key < old_end) {
+        ku[r] = *reinterpret_cast<const uint4*>(kp + static_cast<int64_t>(key) * kDh);
+        vu[r] = *reinterpret_cast<const uint4*>(vp + static_cast<int64_t>(key) * kDh);
+      } else {
+        ku[r] = vu[r] = make_uint4(0, 0, 0, 0);
+      }
+    }
+  }
   pdl_wait();  // every block waits before it ends, so completion stays transitive
   if constexpr (!kTriggerEarly) pdl_launch_dependents();
   if (k0 >= len) return;
-  const int kg = threadIdx.x / kLanes, sub = threadIdx.x % kLanes;
-
-  const bf16* kp = a.k_cache + head_base + sub * 8;
-  const bf16* vp = a.v_cache + head_base + sub * 8;
 
   float q[kGroup][8];
 #pragma unroll
@@ -138,10 +156,15 @@ __global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(Attent
     int key[kKeys];
 #pragma unroll
     for (int r = 0; r < kKeys; ++r) key[r] = kb + r * kKeyGroups + kg;
-    uint4 ku[kKeys], vu[kKeys];
+    const bool preloaded = kPreload && kb == k0;
 #pragma unroll
     for (int r = 0; r < kKeys; ++r) {
-      if (key[r] < k1) {
+      if (preloaded) {
+        if (key[r] >= old_end && key[r] < k1) {  // the newest key, written by the previous kernel
+          ku[r] = *reinterpret_cast<const uint4*>(kp + static_cast<int64_t>(key[r]) * kDh);
+          vu[r] = *reinterpret_cast<const uint4*>(vp + static_cast<int64_t>(key[r]) * kDh);
+        }
+      } else if (key[r] < k1) {
         ku[r] = *reinterpret_cast<const uint4*>(kp + static_cast<int64_t>(key[r]) * kDh);
         vu[r] = *reinterpret_cast<const uint4*>(vp + static_cast<int64_t>(key[r]) * kDh);
       } else {
@@ -259,10 +282,12 @@ Status launch_variant(const AttentionDecodeArgs& a, cudaStream_t stream) {
   // The wide variant (llama2-7b batch 1: 5.099 -> 5.069 ms per step with 256 threads and 4 keys in
   // flight per key group, -> 5.033 with the last-block merge). Its shared merge buffer is 16 key groups x
   // kGroup x Dh floats, hence groups <= 2; on small layers the last-block merge's fence and atomic cost
-  // more than the merge launch under PDL (smollm2-135m batch 1: +2 us per layer).
+  // more than the merge launch under PDL (smollm2-135m batch 1: +2 us per layer). The preload before the
+  // wait: llama2-7b on the H200, batch 1 3.634 -> 3.581 ms per step, batch 64 12.25 -> 12.13 ms, batch 16
+  // unchanged; 8 keys per key group in flight, with or without the preload, was slower at batch 16 and 64.
   if constexpr (kGroup <= 2) {
     if (!a.prefetch_kv) {
-      return launch_kernel(attention_decode_chunk_kernel<kDh, kGroup, false, 256, 4, true, kTriggerEarly>, grid,
+      return launch_kernel(attention_decode_chunk_kernel<kDh, kGroup, false, 256, 4, true, kTriggerEarly, true>, grid,
                            dim3(256), 0, stream, a, scale_log2, n_chunks);
     }
   }

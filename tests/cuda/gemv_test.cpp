@@ -1,0 +1,166 @@
+// cuda::gemv for one input row against a host reference computed in double from the same bf16 weights and
+// bf16-rounded input, over every launch shape the decode path takes: streaming maps (past
+// gemv_latency_bound) with an odd number of row pairs, residual adds split over K to fill the chip or to
+// keep the staged input under 48 KB (atomics), the longest staged input a wide LP down projection brings,
+// and latency-bound maps split into short K slices. Every output kind but RopeQkvWrite, which the model
+// tests cover (cuda_model_test.cpp). The model tests see these paths only through whole logits.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "core/half.h"
+#include "kernels/cuda/ops.cuh"
+
+namespace duet {
+namespace {
+
+// Per element, |got - ref| <= kRelTol * |ref| (bf16 outputs only) + kRmsTol * rms(ref). The kernel and the
+// reference sum the same bf16 products, in fp32 against double (relative ~1e-6 over these K); what else
+// remains is the rare input element whose bf16 rounding flips between the kernel's float RMSNorm and the
+// host's double one (one bf16 ulp on that element: at most ~4e-4 of the rms here), and for bf16 outputs
+// their rounding (half an ulp: up to 2^-8 relative; the H200 run used 0.87 of the allowance there, 0.001 or
+// less on f32 outputs). A missing, misplaced or doubled row or K slice errs by about the rms.
+constexpr double kRmsTol = 1e-3;
+constexpr double kRelTol = 1.0 / 256;
+
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  explicit DeviceBuffer(size_t bytes) { EXPECT_EQ(cudaMalloc(&ptr, bytes), cudaSuccess); }
+  ~DeviceBuffer() { cudaFree(ptr); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+};
+
+template <class T>
+void upload(const DeviceBuffer& d, const std::vector<T>& h) {
+  ASSERT_EQ(cudaMemcpy(d.ptr, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+}
+
+float round_bf16(float x) { return bf16_to_f32(f32_to_bf16(x)); }
+
+void check_case(int N, int K, cuda::GemvInput in_kind, cuda::GemvOutput out_kind, uint64_t seed) {
+  SCOPED_TRACE(testing::Message() << "N=" << N << " K=" << K << " in=" << static_cast<int>(in_kind)
+                                  << " out=" << static_cast<int>(out_kind));
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<uint16_t> w(static_cast<size_t>(N) * K);
+  for (auto& v : w) v = f32_to_bf16(dist(rng));
+  // The staged input as the kernel rounds it: bf16, after the RMSNorm with gains for F32RmsNorm.
+  std::vector<float> x_f32(K), gain(K), xb(K);
+  std::vector<uint16_t> x_bf16(K);
+  for (auto& v : x_f32) v = 3.0f * dist(rng);
+  for (auto& v : gain) v = 1.0f + 0.5f * dist(rng);
+  const float eps = 1e-5f;
+  if (in_kind == cuda::GemvInput::F32RmsNorm) {
+    double ss = 0;
+    for (float v : x_f32) ss += double(v) * v;
+    const double inv = 1.0 / std::sqrt(ss / K + eps);
+    for (int k = 0; k < K; ++k) xb[k] = round_bf16(static_cast<float>(x_f32[k] * inv * gain[k]));
+  } else {
+    for (int k = 0; k < K; ++k) {
+      x_bf16[k] = f32_to_bf16(x_f32[k]);
+      xb[k] = bf16_to_f32(x_bf16[k]);
+    }
+  }
+  std::vector<double> acc(N);
+  for (int n = 0; n < N; ++n) {
+    double s = 0;
+    const uint16_t* row = &w[static_cast<size_t>(n) * K];
+    for (int k = 0; k < K; ++k) s += double(bf16_to_f32(row[k])) * xb[k];
+    acc[n] = s;
+  }
+  std::vector<float> y0(N);
+  for (auto& v : y0) v = dist(rng);  // AddF32's residual
+
+  const bool bf16_out = out_kind == cuda::GemvOutput::StoreBf16 || out_kind == cuda::GemvOutput::SiluMulBf16;
+  const int out_n = out_kind == cuda::GemvOutput::SiluMulBf16 ? N / 2 : N;
+  std::vector<double> ref(out_n);
+  for (int i = 0; i < out_n; ++i) {
+    if (out_kind == cuda::GemvOutput::SiluMulBf16) {
+      const double g = acc[2 * i], u = acc[2 * i + 1];
+      ref[i] = g / (1.0 + std::exp(-g)) * u;
+    } else {
+      ref[i] = acc[i] + (out_kind == cuda::GemvOutput::AddF32 ? y0[i] : 0.0);
+    }
+  }
+
+  DeviceBuffer dw(w.size() * 2), dx(K * 4), dgain(K * 4), dy(static_cast<size_t>(N) * 4);
+  upload(dw, w);
+  if (in_kind == cuda::GemvInput::F32RmsNorm) {
+    upload(dx, x_f32);
+  } else {
+    upload(dx, x_bf16);
+  }
+  upload(dgain, gain);
+  if (out_kind == cuda::GemvOutput::AddF32) {
+    upload(dy, y0);
+  } else {
+    ASSERT_EQ(cudaMemset(dy.ptr, 0xff, static_cast<size_t>(N) * 4), cudaSuccess);  // NaN: unwritten output fails
+  }
+  cuda::GemvArgs a;
+  a.w = static_cast<const cuda::bf16*>(dw.ptr);
+  a.N = N;
+  a.K = K;
+  a.T = 1;
+  a.in = dx.ptr;
+  a.in_kind = in_kind;
+  a.norm_w = static_cast<const float*>(dgain.ptr);
+  a.eps = eps;
+  a.out = dy.ptr;
+  a.out_kind = out_kind;
+  const Status s = cuda::gemv(a, nullptr);
+  ASSERT_TRUE(s.ok()) << s.message();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+
+  std::vector<float> got(out_n);
+  if (bf16_out) {
+    std::vector<uint16_t> raw(out_n);
+    ASSERT_EQ(cudaMemcpy(raw.data(), dy.ptr, out_n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    for (int i = 0; i < out_n; ++i) got[i] = bf16_to_f32(raw[i]);
+  } else {
+    ASSERT_EQ(cudaMemcpy(got.data(), dy.ptr, out_n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  }
+  double ss = 0;
+  for (double r : ref) ss += r * r;
+  const double rms = std::sqrt(ss / out_n);
+  double max_excess = -1;  // the worst error over its allowance
+  int worst = 0;
+  for (int i = 0; i < out_n; ++i) {
+    const double allowed = (bf16_out ? kRelTol * std::fabs(ref[i]) : 0.0) + kRmsTol * rms;
+    const double excess = std::fabs(got[i] - ref[i]) / allowed;
+    if (!(excess <= max_excess)) {  // NaN counts as the worst
+      max_excess = std::isnan(excess) ? std::numeric_limits<double>::infinity() : excess;
+      worst = i;
+    }
+  }
+  EXPECT_LE(max_excess, 1.0) << "worst at " << worst << ": got " << got[worst] << ", want " << ref[worst]
+                             << " (rms " << rms << ")";
+  std::printf("  N=%5d K=%5d: worst error / allowance %.3f\n", N, K, max_excess);
+}
+
+using cuda::GemvInput;
+using cuda::GemvOutput;
+
+TEST(CudaGemv, StreamingMapsMatchReference) {
+  check_case(6528, 2176, GemvInput::F32RmsNorm, GemvOutput::StoreF32, 1);
+  check_case(4608, 2176, GemvInput::F32RmsNorm, GemvOutput::SiluMulBf16, 2);
+  check_case(4102, 2048, GemvInput::Bf16, GemvOutput::StoreBf16, 3);  // 2051 row pairs
+  // LP's wide down projection (K = 2 x 11008): split over K until the chip is full, slices add with atomics.
+  check_case(4096, 22016, GemvInput::Bf16, GemvOutput::AddF32, 4);
+  // A 64 KB staged input: split over K to keep each slice's under 48 KB.
+  check_case(130, 32768, GemvInput::Bf16, GemvOutput::AddF32, 5);
+}
+
+TEST(CudaGemv, LatencyBoundMapsMatchReference) {
+  check_case(1024, 576, GemvInput::F32RmsNorm, GemvOutput::StoreF32, 6);
+  check_case(576, 1536, GemvInput::Bf16, GemvOutput::AddF32, 7);  // short K slices with atomics
+}
+
+}  // namespace
+}  // namespace duet
