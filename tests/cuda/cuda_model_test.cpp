@@ -101,6 +101,8 @@ ModelConfig smollm2_shape() {  // SmolLM2-135M's widths (D 576, 9/3 heads of 64,
 // large-layer decode paths of llama2-7b (RoPE in a large QKV gemv's epilogue, out/down split K to fill the
 // chip, wide attention with the last-block chunk merge).
 ModelConfig large_mha() { return base_config(Arch::Llama, 2, 2176, 17, 17, 128, 2304, 1000); }
+// A large layer (QKV 12.6 MB) with GQA group 4: the narrow decode attention without the small-layer prefetch.
+ModelConfig large_gqa() { return base_config(Arch::Llama, 2, 2048, 16, 4, 128, 2304, 1000); }
 ModelConfig long_ffn() {  // F > 24576: the down projection's decode gemv splits K (staged input over 48 KB)
   return base_config(Arch::Llama, 2, 128, 2, 1, 64, 25600, 500);
 }
@@ -225,14 +227,16 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"qwen3_qk_norm", qwen3_qk_norm(), {}}, Case{"qwen3_qk_norm_lp1", qwen3_qk_norm(), {1}},
                       Case{"smollm2_shape", smollm2_shape(), {}}, Case{"smollm2_shape_lp1", smollm2_shape(), {1}},
                       Case{"long_ffn", long_ffn(), {}}, Case{"large_mha", large_mha(), {}},
-                      Case{"large_mha_lp0", large_mha(), {0}}),
+                      Case{"large_mha_lp0", large_mha(), {0}}, Case{"large_gqa", large_gqa(), {}}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
 // Decode over several flash-decoding chunks, against the CPU (the other tests' contexts fit in one chunk):
 // a 300-token prompt spans 5 chunks of 64 keys, out of 16 (max_context 1024) or 32 (2048) per KV head.
-// smollm2_shape merges them in the merge kernel, large_mha in the chunk kernel's last block.
+// smollm2_shape (small layers: K/V prefetch, merge kernel), large_mha (wide kernel, last-block merge) and
+// large_gqa (narrow kernel, merge kernel), the last two with the first round of keys loaded before the wait.
 TEST(CudaDecode, LongContextMatchesCpu) {
-  for (const Case& c : {Case{"smollm2_shape", smollm2_shape(), {}}, Case{"large_mha", large_mha(), {}}}) {
+  for (const Case& c : {Case{"smollm2_shape", smollm2_shape(), {}}, Case{"large_mha", large_mha(), {}},
+                        Case{"large_gqa", large_gqa(), {}}}) {
     SCOPED_TRACE(c.name);
     const ModelWeights w = bf16_weights(c, 12);
     const int V = c.config.vocab_size, n = 300;
