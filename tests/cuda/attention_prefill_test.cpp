@@ -12,10 +12,13 @@
 #include <vector>
 
 #include "core/half.h"
+#include "cuda/device_buffer.h"
 #include "kernels/cuda/ops.cuh"
 
 namespace duet {
 namespace {
+
+using test::DeviceBuffer;
 
 // The kernel rounds the probabilities P to bf16 before the PV product and the output to bf16
 // (relative 2^-9 each, on outputs of size <= 1): ~1e-2 worst case, and a far smaller mean
@@ -24,15 +27,6 @@ constexpr double kMaxAbsTol = 2e-2;
 constexpr double kMeanAbsTol = 3e-3;
 // Cache rows past the chunk: the kernel must not read them (NaN would poison even a zero probability).
 constexpr int kCacheSlack = 5;
-
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  explicit DeviceBuffer(size_t bytes) { EXPECT_EQ(cudaMalloc(&ptr, bytes), cudaSuccess); }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  cuda::bf16* bf16() const { return static_cast<cuda::bf16*>(ptr); }
-};
 
 std::vector<uint16_t> random_bf16(size_t n, float scale, std::mt19937& rng) {
   std::uniform_real_distribution<float> dist(-scale, scale);
@@ -99,7 +93,8 @@ void check_case(int Dh, int H, int Hkv, int T, int pos0, uint64_t seed) {
   cudaStream_t stream = nullptr;
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
   const Status s =
-      cuda::attention_prefill(dq.bf16(), dk.bf16(), dv.bf16(), dout.bf16(), T, pos0, H, Hkv, Dh, S, stream);
+      cuda::attention_prefill(dq.as<cuda::bf16>(), dk.as<cuda::bf16>(), dv.as<cuda::bf16>(),
+                              dout.as<cuda::bf16>(), T, pos0, H, Hkv, Dh, S, stream);
   const cudaError_t synced = cudaStreamSynchronize(stream);
   cudaStreamDestroy(stream);
   ASSERT_TRUE(s.ok()) << s.message();

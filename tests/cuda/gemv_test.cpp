@@ -15,10 +15,13 @@
 #include <vector>
 
 #include "core/half.h"
+#include "cuda/device_buffer.h"
 #include "kernels/cuda/ops.cuh"
 
 namespace duet {
 namespace {
+
+using test::DeviceBuffer;
 
 // Per element, |got - ref| <= kRelTol * |ref| (bf16 outputs only) + kRmsTol * rms(ref). The kernel and the
 // reference sum the same bf16 products, in fp32 against double (relative ~1e-6 over these K); what else
@@ -28,14 +31,6 @@ namespace {
 // less on f32 outputs). A missing, misplaced or doubled row or K slice errs by about the rms.
 constexpr double kRmsTol = 1e-3;
 constexpr double kRelTol = 1.0 / 256;
-
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  explicit DeviceBuffer(size_t bytes) { EXPECT_EQ(cudaMalloc(&ptr, bytes), cudaSuccess); }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
 
 template <class T>
 void upload(const DeviceBuffer& d, const std::vector<T>& h) {
@@ -104,13 +99,13 @@ void check_case(int N, int K, cuda::GemvInput in_kind, cuda::GemvOutput out_kind
     ASSERT_EQ(cudaMemset(dy.ptr, 0xff, static_cast<size_t>(N) * 4), cudaSuccess);  // NaN: unwritten output fails
   }
   cuda::GemvArgs a;
-  a.w = static_cast<const cuda::bf16*>(dw.ptr);
+  a.w = dw.as<const cuda::bf16>();
   a.N = N;
   a.K = K;
   a.T = 1;
   a.in = dx.ptr;
   a.in_kind = in_kind;
-  a.norm_w = static_cast<const float*>(dgain.ptr);
+  a.norm_w = dgain.as<const float>();
   a.eps = eps;
   a.out = dy.ptr;
   a.out_kind = out_kind;
