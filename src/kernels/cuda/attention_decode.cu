@@ -116,14 +116,18 @@ __global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(Attent
   const bf16* kp = a.k_cache + head_base + sub * 8;
   const bf16* vp = a.v_cache + head_base + sub * 8;
   uint4 ku[kKeys], vu[kKeys];
+  // This lane's 16 bytes of the K and V rows of `key` into slot r.
+  auto load_key = [&](int r, int key) {
+    ku[r] = *reinterpret_cast<const uint4*>(kp + static_cast<int64_t>(key) * kDh);
+    vu[r] = *reinterpret_cast<const uint4*>(vp + static_cast<int64_t>(key) * kDh);
+  };
   const int old_end = min(k1, len - 1);
   if constexpr (kPreload) {
 #pragma unroll
     for (int r = 0; r < kKeys; ++r) {
       const int key = k0 + r * kKeyGroups + kg;
       if (key < old_end) {
-        ku[r] = *reinterpret_cast<const uint4*>(kp + static_cast<int64_t>(key) * kDh);
-        vu[r] = *reinterpret_cast<const uint4*>(vp + static_cast<int64_t>(key) * kDh);
+        load_key(r, key);
       } else {
         ku[r] = vu[r] = make_uint4(0, 0, 0, 0);
       }
@@ -160,13 +164,9 @@ __global__ __launch_bounds__(kThreads) void attention_decode_chunk_kernel(Attent
 #pragma unroll
     for (int r = 0; r < kKeys; ++r) {
       if (preloaded) {
-        if (key[r] >= old_end && key[r] < k1) {  // the newest key, written by the previous kernel
-          ku[r] = *reinterpret_cast<const uint4*>(kp + static_cast<int64_t>(key[r]) * kDh);
-          vu[r] = *reinterpret_cast<const uint4*>(vp + static_cast<int64_t>(key[r]) * kDh);
-        }
+        if (key[r] >= old_end && key[r] < k1) load_key(r, key[r]);  // the newest key, written by the previous kernel
       } else if (key[r] < k1) {
-        ku[r] = *reinterpret_cast<const uint4*>(kp + static_cast<int64_t>(key[r]) * kDh);
-        vu[r] = *reinterpret_cast<const uint4*>(vp + static_cast<int64_t>(key[r]) * kDh);
+        load_key(r, key[r]);
       } else {
         ku[r] = vu[r] = make_uint4(0, 0, 0, 0);
       }
