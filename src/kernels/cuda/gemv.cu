@@ -4,8 +4,9 @@
 // keep HBM busy: each warp owns two adjacent rows of W, every lane issues
 // kUnroll 16-byte loads per row (8 loads in flight per lane) that skip L1, and
 // the T input rows sit in shared memory as bf16. The grid is sized to the
-// number of blocks that fit on the chip and loops over row pairs, so the input
-// staging (including the fused RMSNorm) is paid once per resident block.
+// number of blocks that fit on the chip and loops over row pairs (dealt
+// warp-major across the blocks), so the input staging (including the fused
+// RMSNorm) is paid once per resident block.
 // Every warp issues its first weight loads before waiting on the previous
 // kernel (W is never written during a step), so under PDL they overlap that
 // kernel's tail, and HBM is busy while the block stages its input.
@@ -131,7 +132,10 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(
   const int k0 = blockIdx.y * k_len, nchunks = min(k_len, K - k0) / 8;
   const bool split = gridDim.y > 1;
   uint4 a[kUnroll], b[kUnroll];
-  const int first_row = (blockIdx.x * kWarps + warp) * 2;
+  // Row pairs are dealt warp-major, so that a last partial round falls on a few warps of every block, spread
+  // over all SMs, not on every warp of the first blocks, which leaves some SMs loaded and the rest idle
+  // (llama2-7b on the H200: batch 2 4.27 -> 3.99 ms per step, batch 1 3.613 -> 3.597, batch 8 -1.7%).
+  const int first_row = (warp * gridDim.x + blockIdx.x) * 2;
   bool preloaded = false;
   if (first_row < N) {
     load_row_pair(w + static_cast<int64_t>(first_row) * K + k0, K, nchunks, lane, a, b);
