@@ -2,8 +2,9 @@
 // bf16-rounded input, over every launch shape the decode path takes: streaming maps (past
 // gemv_latency_bound) with an odd number of row pairs, residual adds split over K to fill the chip or to
 // keep the staged input under 48 KB (atomics), the longest staged input a wide LP down projection brings,
-// and latency-bound maps split into short K slices. Every output kind but RopeQkvWrite, which the model
-// tests cover (cuda_model_test.cpp). The model tests see these paths only through whole logits.
+// and latency-bound maps split into short K slices, and the first layer's embedding gather. Every output kind
+// but RopeQkvWrite, which the model tests cover (cuda_model_test.cpp). The model tests see these paths only
+// through whole logits.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -47,12 +48,15 @@ void check_case(int N, int K, cuda::GemvInput in_kind, cuda::GemvOutput out_kind
   std::vector<uint16_t> w(static_cast<size_t>(N) * K);
   for (auto& v : w) v = f32_to_bf16(dist(rng));
   // The staged input as the kernel rounds it: bf16, after the RMSNorm with gains for F32RmsNorm.
+  // Embedding gathers its input from row kToken of a table: x is then bf16-exact.
+  const bool embedding = in_kind == cuda::GemvInput::Embedding;
+  constexpr int kVocab = 3, kToken = 2;
   std::vector<float> x_f32(K), gain(K), xb(K);
   std::vector<uint16_t> x_bf16(K);
-  for (auto& v : x_f32) v = 3.0f * dist(rng);
+  for (auto& v : x_f32) v = embedding ? round_bf16(3.0f * dist(rng)) : 3.0f * dist(rng);
   for (auto& v : gain) v = 1.0f + 0.5f * dist(rng);
   const float eps = 1e-5f;
-  if (in_kind == cuda::GemvInput::F32RmsNorm) {
+  if (in_kind != cuda::GemvInput::Bf16) {
     double ss = 0;
     for (float v : x_f32) ss += double(v) * v;
     const double inv = 1.0 / std::sqrt(ss / K + eps);
@@ -86,9 +90,17 @@ void check_case(int N, int K, cuda::GemvInput in_kind, cuda::GemvOutput out_kind
   }
 
   DeviceBuffer dw(w.size() * 2), dx(K * 4), dgain(K * 4), dy(static_cast<size_t>(N) * 4);
+  DeviceBuffer dtable(static_cast<size_t>(kVocab) * K * 2), dtoken(4), dresidual(K * 4);
   upload(dw, w);
   if (in_kind == cuda::GemvInput::F32RmsNorm) {
     upload(dx, x_f32);
+  } else if (embedding) {
+    std::vector<uint16_t> table(static_cast<size_t>(kVocab) * K);
+    for (auto& v : table) v = f32_to_bf16(dist(rng));
+    for (int k = 0; k < K; ++k) table[static_cast<size_t>(kToken) * K + k] = f32_to_bf16(x_f32[k]);
+    upload(dtable, table);
+    upload(dtoken, std::vector<int32_t>{kToken});
+    ASSERT_EQ(cudaMemset(dresidual.ptr, 0xff, K * 4), cudaSuccess);
   } else {
     upload(dx, x_bf16);
   }
@@ -103,8 +115,10 @@ void check_case(int N, int K, cuda::GemvInput in_kind, cuda::GemvOutput out_kind
   a.N = N;
   a.K = K;
   a.T = 1;
-  a.in = dx.ptr;
+  a.in = embedding ? dtable.ptr : dx.ptr;
   a.in_kind = in_kind;
+  a.tokens = dtoken.as<const int32_t>();
+  a.residual = dresidual.as<float>();
   a.norm_w = dgain.as<const float>();
   a.eps = eps;
   a.out = dy.ptr;
@@ -136,6 +150,11 @@ void check_case(int N, int K, cuda::GemvInput in_kind, cuda::GemvOutput out_kind
   }
   EXPECT_LE(max_excess, 1.0) << "worst at " << worst << ": got " << got[worst] << ", want " << ref[worst]
                              << " (rms " << rms << ")";
+  if (embedding) {  // the residual stream starts as the gathered row, exactly
+    std::vector<float> residual(K);
+    ASSERT_EQ(cudaMemcpy(residual.data(), dresidual.ptr, K * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(residual, x_f32);
+  }
   std::printf("  N=%5d K=%5d: worst error / allowance %.3f\n", N, K, max_excess);
 }
 
@@ -150,6 +169,13 @@ TEST(CudaGemv, StreamingMapsMatchReference) {
   check_case(4096, 22016, GemvInput::Bf16, GemvOutput::AddF32, 4);
   // A 64 KB staged input: split over K to keep each slice's under 48 KB.
   check_case(130, 32768, GemvInput::Bf16, GemvOutput::AddF32, 5);
+}
+
+// The first layer's QKV projection gathers its input from the embedding table (a streaming and a
+// latency-bound map).
+TEST(CudaGemv, EmbeddingInputMatchesReference) {
+  check_case(12288, 4096, GemvInput::Embedding, GemvOutput::StoreF32, 8);
+  check_case(960, 576, GemvInput::Embedding, GemvOutput::StoreBf16, 9);
 }
 
 TEST(CudaGemv, LatencyBoundMapsMatchReference) {

@@ -160,12 +160,19 @@ struct CudaModel::Impl {
   }
 
   int kv_chunk(int B) const {
-    // Enough (chunk, KV head, sequence) blocks to fill the chip twice over.
-    const int units = std::max(1, B * config.n_kv_heads);
+    // Enough (chunk, KV head, sequence) blocks to fill the chip twice over, in chunks of at least 64 keys,
+    // or, for one sequence over large layers, 32: llama3-8b batch 1 4.005 -> 3.946 ms per step, qwen2.5-7b
+    // 3.787 -> 3.758, llama3.2-1b 0.808 -> 0.798 (H200). Not for small layers, where 32-key chunks doubled
+    // the merge kernel's work (smollm2-135m 0.416 -> 0.434 ms), nor for two sequences (qwen2.5-7b batch 2
+    // 4.064 -> 4.082 ms).
+    const ModelConfig& c = config;
+    const int units = std::max(1, B * c.n_kv_heads);
     const int wanted = std::max(1, (264 + units - 1) / units);
-    int chunk = (opt.max_context + wanted - 1) / wanted;
-    chunk = std::max(64, (chunk + 63) / 64 * 64);
-    return chunk;
+    const int chunk = (opt.max_context + wanted - 1) / wanted;
+    const bool small_layers =
+        cuda::gemv_supported(B, c.dim) && cuda::gemv_latency_bound((c.n_heads + 2 * c.n_kv_heads) * c.head_dim, c.dim);
+    if (B == 1 && !small_layers && chunk <= 32) return 32;
+    return std::max(64, (chunk + 63) / 64 * 64);
   }
 
   // Everything not tied to the weights: stream, cuBLAS, RoPE table, activations, KV cache, scratch.
@@ -248,7 +255,8 @@ struct CudaModel::Impl {
   }
 
   // One linear map: picks gemv (T <= 8 rows, fused prologue/epilogue) or cuBLAS plus separate kernels.
-  // `rope` is RopeQkvWrite's epilogue (gemv only).
+  // `rope` is RopeQkvWrite's epilogue (gemv only). GemvInput::Embedding (in = the embedding table) gathers
+  // the staged tokens' rows (d_tok) and starts the residual stream x with them.
   Status linear(const void* in, cuda::GemvInput in_kind, const float* norm_w, const bf16* w, int N, int K, int T,
                 void* out, cuda::GemvOutput out_kind, const cuda::RopeQkvArgs* rope = nullptr) {
     if (cuda::gemv_supported(T, K)) {
@@ -264,9 +272,16 @@ struct CudaModel::Impl {
       a.out = out;
       a.out_kind = out_kind;
       if (rope) a.rope = *rope;
+      a.tokens = d_tok;
+      a.residual = x;
       return cuda::gemv(a, stream);
     }
     const bf16* x_bf16 = static_cast<const bf16*>(in);
+    if (in_kind == cuda::GemvInput::Embedding) {
+      DUET_TRY(cuda::embed(d_tok, static_cast<const bf16*>(in), x, T, K, stream));
+      in = x;
+      in_kind = cuda::GemvInput::F32RmsNorm;
+    }
     if (in_kind == cuda::GemvInput::F32RmsNorm) {
       DUET_TRY(cuda::rms_norm(static_cast<const float*>(in), norm_w, xn, T, K, config.rms_eps, stream));
       mark("rms_norm");
@@ -292,8 +307,13 @@ struct CudaModel::Impl {
     const int D = c.dim, Dh = c.head_dim, S = opt.max_context;
     using cuda::GemvInput;
     using cuda::GemvOutput;
-    DUET_TRY(cuda::embed(d_tok, embd, x, T, D, stream));
     for (const DeviceLayer& L : layers) {
+      // The first layer's QKV projection gathers the embeddings itself. A separate one-block embedding
+      // kernel ahead of it took 9.6 us under the QKV gemv's early weight loads (kernel timeline,
+      // tools/gpu/kernel_trace.cpp); llama2-7b batch 1: 3.536-3.540 -> 3.530-3.535 ms per step.
+      const bool first = &L == &layers.front();
+      const void* qkv_in = first ? static_cast<const void*>(embd) : x;
+      const GemvInput qkv_in_kind = first ? GemvInput::Embedding : GemvInput::F32RmsNorm;
       const int nqkv = (L.H + 2 * L.Hkv) * Dh;
       cuda::RopeQkvArgs r;
       r.bias = L.bias;
@@ -316,13 +336,13 @@ struct CudaModel::Impl {
       // -0.03 ms once every gemv preloads its weights; +0.03 to +0.1 ms before).
       const bool small_layer = cuda::gemv_supported(T, D) && cuda::gemv_latency_bound(nqkv, D);
       if (decode_phase && !L.q_norm && cuda::gemv_supported(T, D)) {
-        DUET_TRY(linear(x, GemvInput::F32RmsNorm, nullptr, L.wqkv, nqkv, D, T, nullptr, GemvOutput::RopeQkvWrite, &r));
+        DUET_TRY(linear(qkv_in, qkv_in_kind, nullptr, L.wqkv, nqkv, D, T, nullptr, GemvOutput::RopeQkvWrite, &r));
       } else {
         // A prompt's projection goes out as bf16 (half the bytes through rope_qkv_write). Batched decode
         // keeps f32 so that a batch gives the same tokens as its sequences decoded alone (CudaBatch).
         r.qkv = qkv;
         r.qkv_bf16 = !decode_phase;
-        DUET_TRY(linear(x, GemvInput::F32RmsNorm, nullptr, L.wqkv, nqkv, D, T, qkv,
+        DUET_TRY(linear(qkv_in, qkv_in_kind, nullptr, L.wqkv, nqkv, D, T, qkv,
                         r.qkv_bf16 ? GemvOutput::StoreBf16 : GemvOutput::StoreF32));
         mark("gemm_qkv");
         DUET_TRY(cuda::rope_qkv_write(r, stream));

@@ -10,7 +10,9 @@
 // Every warp issues its first weight loads before waiting on the previous
 // kernel (W is never written during a step), so under PDL they overlap that
 // kernel's tail, and HBM is busy while the block stages its input.
-// Fusions: RMSNorm on the input (F32RmsNorm), residual add (AddF32),
+// Fusions: RMSNorm on the input (F32RmsNorm; Embedding gathers that input
+// from the embedding table first, so the step needs no embedding kernel),
+// residual add (AddF32),
 // SiLU(gate)*up over interleaved gate/up rows (SiluMulBf16), and for the QKV
 // projection bias + RoPE + the q / K / V cache writes (RopeQkvWrite): a warp's
 // two adjacent rows are exactly one RoPE pair, so the epilogue can rotate them.
@@ -117,6 +119,14 @@ template <>
 struct EpilogueArgs<GemvOutput::RopeQkvWrite> {
   RopeQkvArgs rope;
 };
+// Likewise the Embedding input's tokens and the residual rows it writes.
+template <GemvInput kIn>
+struct PrologueArgs {};
+template <>
+struct PrologueArgs<GemvInput::Embedding> {
+  const int32_t* tokens;
+  float* residual;
+};
 
 // Split K (AddF32 from a Bf16 input only): blockIdx.y picks the slice [k0, k0 + k_len) of K; each slice
 // adds its partial dot products into y with atomics, so only that slice of the input is staged.
@@ -126,7 +136,8 @@ struct EpilogueArgs<GemvOutput::RopeQkvWrite> {
 template <int kRows, GemvInput kIn, GemvOutput kOut, bool kTriggerEarly>
 __global__ __launch_bounds__(kThreads) void gemv_kernel(
     const bf16* __restrict__ w, const void* __restrict__ in, const float* __restrict__ norm_w, float eps,
-    void* __restrict__ out, int N, int K, int rows, int k_len, EpilogueArgs<kOut> epilogue) {
+    void* __restrict__ out, int N, int K, int rows, int k_len, EpilogueArgs<kOut> epilogue,
+    PrologueArgs<kIn> prologue) {
   if constexpr (kTriggerEarly) pdl_launch_dependents();
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int k0 = blockIdx.y * k_len, nchunks = min(k_len, K - k0) / 8;
@@ -149,22 +160,39 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(
     rope.load_rows(epilogue.rope, rows);
     if (first_row < N) rope.load_pair(epilogue.rope, first_row);
   }
+  // Embedding: the tokens, like the positions, are staged before the step.
+  int token[kRows];
+  if constexpr (kIn == GemvInput::Embedding) {
+#pragma unroll
+    for (int t = 0; t < kRows; ++t) token[t] = t < rows ? prologue.tokens[t] : 0;
+  }
   pdl_wait();
   if constexpr (!kTriggerEarly) pdl_launch_dependents();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* xs = reinterpret_cast<bf16*>(smem_raw);  // [kRows, k_len]
   __shared__ float red[kWarps][kRows];
 
-  // Stage the input rows as bf16 (normalised first for F32RmsNorm).
-  if constexpr (kIn == GemvInput::F32RmsNorm) {
-    const float* x = static_cast<const float*>(in);
+  // Stage the input rows as bf16 (normalised first for F32RmsNorm and Embedding).
+  if constexpr (kIn != GemvInput::Bf16) {
+    // Elements k..k+3 of input row t: the f32 row, or the token's bf16 embedding row.
+    auto load4 = [&](int t, int k) {
+      if constexpr (kIn == GemvInput::F32RmsNorm) {
+        return *reinterpret_cast<const float4*>(static_cast<const float*>(in) + static_cast<int64_t>(t) * K + k);
+      } else {
+        const bf16* row = static_cast<const bf16*>(in) + static_cast<int64_t>(token[t]) * K;
+        const uint2 u = *reinterpret_cast<const uint2*>(row + k);
+        const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
+        const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
+        return make_float4(lo.x, lo.y, hi.x, hi.y);
+      }
+    };
     float ss[kRows];
 #pragma unroll
     for (int t = 0; t < kRows; ++t) {
       ss[t] = 0;
       if (t < rows) {
         for (int k = tid * 4; k < K; k += kThreads * 4) {
-          const float4 v = *reinterpret_cast<const float4*>(x + static_cast<int64_t>(t) * K + k);
+          const float4 v = load4(t, k);
           ss[t] += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
         }
       }
@@ -179,7 +207,14 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(
       const float inv = rsqrtf(total / K + eps);
       for (int k = tid * 4; k < K; k += kThreads * 4) {
         float4 v = make_float4(0, 0, 0, 0);
-        if (t < rows) v = *reinterpret_cast<const float4*>(x + static_cast<int64_t>(t) * K + k);
+        if (t < rows) v = load4(t, k);
+        // The residual stream starts as the embeddings; one block writes them (after the wait: outside a
+        // graph the previous step's last kernel may still be reading it).
+        if constexpr (kIn == GemvInput::Embedding) {
+          if (blockIdx.x == 0 && t < rows) {
+            *reinterpret_cast<float4*>(prologue.residual + static_cast<int64_t>(t) * K + k) = v;
+          }
+        }
         float4 g = make_float4(1, 1, 1, 1);
         if (norm_w) g = *reinterpret_cast<const float4*>(norm_w + k);
         __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(xs + static_cast<int64_t>(t) * K + k);
@@ -326,8 +361,10 @@ Status launch_variant(const GemvArgs& a, cudaStream_t stream) {
   const int grid = std::max(1, std::min(needed, std::max(per_sm, 1) * sm_count() / splits));
   EpilogueArgs<kOut> epilogue;
   if constexpr (kOut == GemvOutput::RopeQkvWrite) epilogue.rope = a.rope;
+  PrologueArgs<kIn> prologue;
+  if constexpr (kIn == GemvInput::Embedding) prologue = {a.tokens, a.residual};
   DUET_TRY(launch_kernel(kernel, dim3(grid, splits), dim3(kThreads), smem, stream, a.w, a.in, a.norm_w, a.eps, a.out,
-                         a.N, a.K, a.T, k_len8, epilogue));
+                         a.N, a.K, a.T, k_len8, epilogue, prologue));
   return ok_status();
 }
 
@@ -337,12 +374,20 @@ Status launch_variant(const GemvArgs& a, cudaStream_t stream) {
 // early, 0.472 with the QKV too). With 4 rows the early launch made smollm2-135m 7% slower.
 template <int kRows, GemvInput kIn, GemvOutput kOut>
 Status launch(const GemvArgs& a, cudaStream_t stream) {
-  if constexpr (kRows <= 2) {
-    if (!(kOut == GemvOutput::RopeQkvWrite && gemv_latency_bound(a.N, a.K))) {
-      return launch_variant<kRows, kIn, kOut, true>(a, stream);
+  // Only the first layer's QKV projection reads the embeddings.
+  if constexpr (kIn == GemvInput::Embedding && (kOut == GemvOutput::AddF32 || kOut == GemvOutput::SiluMulBf16)) {
+    return make_error("gemv: the Embedding input is for the QKV projection (StoreF32, StoreBf16, RopeQkvWrite)");
+  } else {
+    if (kIn == GemvInput::Embedding && (!a.tokens || !a.residual)) {
+      return make_error("gemv: the Embedding input needs tokens and a residual");
     }
+    if constexpr (kRows <= 2) {
+      if (!(kOut == GemvOutput::RopeQkvWrite && gemv_latency_bound(a.N, a.K))) {
+        return launch_variant<kRows, kIn, kOut, true>(a, stream);
+      }
+    }
+    return launch_variant<kRows, kIn, kOut, false>(a, stream);
   }
-  return launch_variant<kRows, kIn, kOut, false>(a, stream);
 }
 
 template <int kRows, GemvInput kIn>
@@ -362,7 +407,11 @@ Status dispatch_out(const GemvArgs& a, cudaStream_t stream) {
 
 template <int kRows>
 Status dispatch_in(const GemvArgs& a, cudaStream_t stream) {
-  if (a.in_kind == GemvInput::F32RmsNorm) return dispatch_out<kRows, GemvInput::F32RmsNorm>(a, stream);
+  switch (a.in_kind) {
+    case GemvInput::F32RmsNorm: return dispatch_out<kRows, GemvInput::F32RmsNorm>(a, stream);
+    case GemvInput::Embedding: return dispatch_out<kRows, GemvInput::Embedding>(a, stream);
+    case GemvInput::Bf16: break;
+  }
   return dispatch_out<kRows, GemvInput::Bf16>(a, stream);
 }
 

@@ -54,6 +54,9 @@ Status rope_qkv_write(const RopeQkvArgs& args, cudaStream_t stream);
 // W [N,K] bf16, N even, K % 8 == 0, W 16-byte aligned. The input rows are staged in shared memory as bf16:
 //   GemvInput::Bf16       in [T,K] bf16
 //   GemvInput::F32RmsNorm in [T,K] f32, normalised on the way in: x * rsqrt(mean(x^2)+eps) * (norm_w or 1)
+//   GemvInput::Embedding  in [V,K] bf16, the embedding table: x[t] = float(in[tokens[t]]) is normalised as
+//                         F32RmsNorm's input is, and also written to residual [T,K] f32 (the first layer's
+//                         QKV projection gathers the embeddings itself; StoreF32, StoreBf16, RopeQkvWrite)
 // Outputs:
 //   GemvOutput::StoreF32    y [T,N] f32:  y = acc
 //   GemvOutput::AddF32      y [T,N] f32:  y += acc (residual add; over a long K, or when W is small enough
@@ -64,7 +67,7 @@ Status rope_qkv_write(const RopeQkvArgs& args, cudaStream_t stream);
 //   GemvOutput::RopeQkvWrite  W is the fused q|k|v projection and acc its row; what rope_qkv_write does with
 //                             it (bias, RoPE, q and K/V cache writes; no q/k norm) happens in the epilogue.
 constexpr int kGemvMaxRows = 8;
-enum class GemvInput { Bf16, F32RmsNorm };
+enum class GemvInput { Bf16, F32RmsNorm, Embedding };
 enum class GemvOutput { StoreF32, AddF32, StoreBf16, SiluMulBf16, RopeQkvWrite };
 struct GemvArgs {
   const bf16* w = nullptr;  // [N,K]
@@ -76,6 +79,8 @@ struct GemvArgs {
   void* out = nullptr;  // unused by RopeQkvWrite
   GemvOutput out_kind = GemvOutput::StoreF32;
   RopeQkvArgs rope;  // RopeQkvWrite only (qkv, q_norm and k_norm unused)
+  const int32_t* tokens = nullptr;  // Embedding only: [T]
+  float* residual = nullptr;        // Embedding only: [T,K]
 };
 // Whether gemv handles T rows of K inputs (row count and shared-memory size).
 bool gemv_supported(int T, int K);
