@@ -47,7 +47,7 @@ void check_case(int N, int K, cuda::GemvInput in_kind, cuda::GemvOutput out_kind
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   std::vector<uint16_t> w(static_cast<size_t>(N) * K);
   for (auto& v : w) v = f32_to_bf16(dist(rng));
-  // The staged input as the kernel rounds it: bf16, after the RMSNorm with gains for F32RmsNorm.
+  // The staged input as the kernel rounds it: bf16, after the RMSNorm with gains for F32RmsNorm and Embedding.
   // Embedding gathers its input from row kToken of a table: x is then bf16-exact.
   const bool embedding = in_kind == cuda::GemvInput::Embedding;
   constexpr int kVocab = 3, kToken = 2;
