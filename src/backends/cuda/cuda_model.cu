@@ -159,6 +159,12 @@ struct CudaModel::Impl {
     return ok_status();
   }
 
+  // A layer whose QKV projection (nqkv rows) is a gemv launch that is mostly latency at T rows: its attention
+  // prefetches K/V and merges in a separate kernel, and its chunks stay at 64 keys or more.
+  bool small_layer(int T, int nqkv) const {
+    return cuda::gemv_supported(T, config.dim) && cuda::gemv_latency_bound(nqkv, config.dim);
+  }
+
   int kv_chunk(int B) const {
     // Enough (chunk, KV head, sequence) blocks to fill the chip twice over, in chunks of at least 64 keys,
     // or, for one sequence over large layers, 32: llama3-8b batch 1 4.005 -> 3.946 ms per step, qwen2.5-7b
@@ -169,9 +175,7 @@ struct CudaModel::Impl {
     const int units = std::max(1, B * c.n_kv_heads);
     const int wanted = std::max(1, (264 + units - 1) / units);
     const int chunk = (opt.max_context + wanted - 1) / wanted;
-    const bool small_layers =
-        cuda::gemv_supported(B, c.dim) && cuda::gemv_latency_bound((c.n_heads + 2 * c.n_kv_heads) * c.head_dim, c.dim);
-    if (B == 1 && !small_layers && chunk <= 32) return 32;
+    if (B == 1 && !small_layer(B, (c.n_heads + 2 * c.n_kv_heads) * c.head_dim) && chunk <= 32) return 32;
     return std::max(64, (chunk + 63) / 64 * 64);
   }
 
@@ -334,7 +338,6 @@ struct CudaModel::Impl {
       r.S = S;
       // Fusing RoPE into the QKV gemv saves a launch (smollm2-135m: -0.02 ms per step, llama2-7b: -0.02 to
       // -0.03 ms once every gemv preloads its weights; +0.03 to +0.1 ms before).
-      const bool small_layer = cuda::gemv_supported(T, D) && cuda::gemv_latency_bound(nqkv, D);
       if (decode_phase && !L.q_norm && cuda::gemv_supported(T, D)) {
         DUET_TRY(linear(qkv_in, qkv_in_kind, nullptr, L.wqkv, nqkv, D, T, nullptr, GemvOutput::RopeQkvWrite, &r));
       } else {
@@ -365,7 +368,7 @@ struct CudaModel::Impl {
         a.Dh = Dh;
         a.S = S;
         a.chunk = kv_chunk(T);
-        a.prefetch_kv = small_layer;
+        a.prefetch_kv = small_layer(T, nqkv);
         DUET_TRY(cuda::attention_decode_split_kv(a, stream));
       } else {
         const int64_t off = static_cast<int64_t>(seq) * L.Hkv * S * Dh;
