@@ -181,6 +181,10 @@ TEST(CudaGemv, EmbeddingInputMatchesReference) {
 TEST(CudaGemv, LatencyBoundMapsMatchReference) {
   check_case(1024, 576, GemvInput::F32RmsNorm, GemvOutput::StoreF32, 6);
   check_case(576, 1536, GemvInput::Bf16, GemvOutput::AddF32, 7);  // short K slices with atomics
+  // LP's wide out projection at smollm2-135m (3 K slices of 384), and a K of one 16-byte load per lane (its
+  // other loads are zero-filled).
+  check_case(576, 1152, GemvInput::Bf16, GemvOutput::AddF32, 10);
+  check_case(1536, 256, GemvInput::F32RmsNorm, GemvOutput::SiluMulBf16, 11);
 }
 
 }  // namespace
