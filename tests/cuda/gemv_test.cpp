@@ -2,7 +2,7 @@
 // bf16-rounded input, over every launch shape the decode path takes: streaming maps (past
 // gemv_latency_bound) with an odd number of row pairs, residual adds split over K to fill the chip or to
 // keep the staged input under 48 KB (atomics), the longest staged input a wide LP down projection brings,
-// and latency-bound maps split into short K slices, and the first layer's embedding gather. Every output kind
+// latency-bound maps split into short K slices, and the first layer's embedding gather. Every output kind
 // but RopeQkvWrite, which the model tests cover (cuda_model_test.cpp). The model tests see these paths only
 // through whole logits.
 #include <gtest/gtest.h>

@@ -168,9 +168,9 @@ struct CudaModel::Impl {
   int kv_chunk(int B) const {
     // Enough (chunk, KV head, sequence) blocks to fill the chip twice over, in chunks of at least 64 keys,
     // or, for one sequence over large layers, 32: llama3-8b batch 1 4.005 -> 3.946 ms per step, qwen2.5-7b
-    // 3.787 -> 3.758, llama3.2-1b 0.808 -> 0.798 (H200; means of alternated runs, bench/RESULTS.md). Not for small layers, where 32-key chunks doubled
-    // the merge kernel's work (smollm2-135m 0.416 -> 0.434 ms), nor for two sequences (qwen2.5-7b batch 2
-    // 4.064 -> 4.082 ms).
+    // 3.787 -> 3.758, llama3.2-1b 0.808 -> 0.798 (H200; means of alternated runs, bench/RESULTS.md). Not
+    // for small layers, where 32-key chunks doubled the merge kernel's work (smollm2-135m 0.416 -> 0.434
+    // ms), nor for two sequences (qwen2.5-7b batch 2 4.064 -> 4.082 ms).
     const ModelConfig& c = config;
     const int units = std::max(1, B * c.n_kv_heads);
     const int wanted = std::max(1, (264 + units - 1) / units);
