@@ -2,7 +2,8 @@
 // bf16-rounded input, over every launch shape the decode path takes: streaming maps (past
 // gemv_latency_bound) with an odd number of row pairs, residual adds split over K to fill the chip or to
 // keep the staged input under 48 KB (atomics), the longest staged input a wide LP down projection brings,
-// latency-bound maps split into short K slices, and the first layer's embedding gather. Every output kind
+// and latency-bound maps split into short K slices, the first layer's embedding gather, and the out
+// projection's input merged from attention chunk partials. Every output kind
 // but RopeQkvWrite, which the model tests cover (cuda_model_test.cpp). The model tests see these paths only
 // through whole logits.
 #include <gtest/gtest.h>
@@ -185,6 +186,97 @@ TEST(CudaGemv, LatencyBoundMapsMatchReference) {
   // other loads are zero-filled).
   check_case(576, 1152, GemvInput::Bf16, GemvOutput::AddF32, 10);
   check_case(1536, 256, GemvInput::F32RmsNorm, GemvOutput::SiluMulBf16, 11);
+}
+
+// The out projection's input merged from the attention's chunk partials (small layers at decode): rows with
+// different chunk counts, K slices that split heads (288 = 4.5 heads of 64), LP's wide layer (18 heads), and
+// more chunks than one round of loads holds (32 at head dim 64, 16 at 128). Chunks past a row's count hold
+// NaN, so reading one fails the test.
+void check_partials_case(int H, int kDh, const std::vector<int>& pos, uint64_t seed) {
+  constexpr int kChunk = 64;
+  const int kChunks = (*std::max_element(pos.begin(), pos.end()) + kChunk) / kChunk;
+  const int T = static_cast<int>(pos.size()), K = H * kDh, N = 576;
+  SCOPED_TRACE(testing::Message() << "H=" << H << " Dh=" << kDh << " T=" << T);
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  const size_t parts = static_cast<size_t>(T) * H * kChunks;
+  std::vector<float> acc(parts * kDh, NAN), ml(parts * 2, NAN);
+  std::vector<double> x(static_cast<size_t>(T) * K);  // the merged input, bf16-rounded as the kernel stages it
+  for (int t = 0; t < T; ++t) {
+    const int used = (pos[t] + kChunk) / kChunk;
+    for (int h = 0; h < H; ++h) {
+      const size_t part0 = (static_cast<size_t>(t) * H + h) * kChunks;
+      double mx = -INFINITY;
+      for (int c = 0; c < used; ++c) {
+        ml[(part0 + c) * 2] = 4.0f * dist(rng);               // max, log2 domain
+        ml[(part0 + c) * 2 + 1] = 1.5f + dist(rng);           // sum
+        for (int d = 0; d < kDh; ++d) acc[(part0 + c) * kDh + d] = 2.0f * dist(rng);
+        mx = std::max(mx, double(ml[(part0 + c) * 2]));
+      }
+      for (int d = 0; d < kDh; ++d) {
+        double sum = 0, out = 0;
+        for (int c = 0; c < used; ++c) {
+          const double f = std::exp2(ml[(part0 + c) * 2] - mx);
+          sum += ml[(part0 + c) * 2 + 1] * f;
+          out += acc[(part0 + c) * kDh + d] * f;
+        }
+        x[static_cast<size_t>(t) * K + h * kDh + d] = round_bf16(static_cast<float>(out / sum));
+      }
+    }
+  }
+  std::vector<uint16_t> w(static_cast<size_t>(N) * K);
+  for (auto& v : w) v = f32_to_bf16(dist(rng));
+  std::vector<float> y0(static_cast<size_t>(T) * N);
+  for (auto& v : y0) v = dist(rng);
+  std::vector<double> ref(y0.size());
+  for (int t = 0; t < T; ++t) {
+    for (int n = 0; n < N; ++n) {
+      double s = y0[static_cast<size_t>(t) * N + n];
+      for (int k = 0; k < K; ++k) {
+        s += double(bf16_to_f32(w[static_cast<size_t>(n) * K + k])) * x[static_cast<size_t>(t) * K + k];
+      }
+      ref[static_cast<size_t>(t) * N + n] = s;
+    }
+  }
+
+  DeviceBuffer dw(w.size() * 2), dacc(acc.size() * 4), dml(ml.size() * 4), dpos(pos.size() * 4), dy(y0.size() * 4);
+  upload(dw, w);
+  upload(dacc, acc);
+  upload(dml, ml);
+  upload(dpos, pos);
+  upload(dy, y0);
+  cuda::GemvArgs a;
+  a.w = dw.as<const cuda::bf16>();
+  a.N = N;
+  a.K = K;
+  a.T = T;
+  a.in_kind = cuda::GemvInput::AttentionPartials;
+  a.partials = {dacc.as<const float>(), dml.as<const float>(), dpos.as<const int32_t>(), H, kDh, kChunk, kChunks};
+  a.out = dy.ptr;
+  a.out_kind = cuda::GemvOutput::AddF32;
+  const Status st = cuda::gemv(a, nullptr);
+  ASSERT_TRUE(st.ok()) << st.message();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<float> got(y0.size());
+  ASSERT_EQ(cudaMemcpy(got.data(), dy.ptr, got.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  double ss = 0;
+  for (double r : ref) ss += r * r;
+  const double allowed = kRmsTol * std::sqrt(ss / ref.size());
+  double worst = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double err = std::fabs(got[i] - ref[i]);
+    worst = std::isnan(err) ? INFINITY : std::max(worst, err);
+  }
+  EXPECT_LE(worst, allowed);
+  std::printf("  H=%2d Dh=%d T=%d: worst error / allowance %.3f\n", H, kDh, T, worst / allowed);
+}
+
+TEST(CudaGemv, AttentionPartialsInputMatchesReference) {
+  check_partials_case(9, 64, {1024, 130}, 12);  // smollm2-135m: 17 and 3 chunks
+  check_partials_case(18, 64, {1024}, 13);      // its LP wide layer
+  check_partials_case(9, 64, {2100, 5}, 14);    // 33 chunks: two rounds
+  check_partials_case(4, 128, {1024, 70}, 15);  // head dim 128: 17 chunks in two rounds, and 2
+
 }
 
 }  // namespace

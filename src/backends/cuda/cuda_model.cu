@@ -261,8 +261,10 @@ struct CudaModel::Impl {
   // One linear map: picks gemv (T <= 8 rows, fused prologue/epilogue) or cuBLAS plus separate kernels.
   // `rope` is RopeQkvWrite's epilogue (gemv only). GemvInput::Embedding (in = the embedding table) gathers
   // the staged tokens' rows (d_tok) and starts the residual stream x with them.
+  // GemvInput::AttentionPartials (gemv only) merges `partials` as its input.
   Status linear(const void* in, cuda::GemvInput in_kind, const float* norm_w, const bf16* w, int N, int K, int T,
-                void* out, cuda::GemvOutput out_kind, const cuda::RopeQkvArgs* rope = nullptr) {
+                void* out, cuda::GemvOutput out_kind, const cuda::RopeQkvArgs* rope = nullptr,
+                const cuda::AttentionPartials* partials = nullptr) {
     if (cuda::gemv_supported(T, K)) {
       cuda::GemvArgs a;
       a.w = w;
@@ -276,9 +278,13 @@ struct CudaModel::Impl {
       a.out = out;
       a.out_kind = out_kind;
       if (rope) a.rope = *rope;
+      if (partials) a.partials = *partials;
       a.tokens = d_tok;
       a.residual = x;
       return cuda::gemv(a, stream);
+    }
+    if (in_kind == cuda::GemvInput::AttentionPartials) {
+      return make_error("linear: AttentionPartials needs the gemv path");
     }
     const bf16* x_bf16 = static_cast<const bf16*>(in);
     if (in_kind == cuda::GemvInput::Embedding) {
@@ -351,6 +357,12 @@ struct CudaModel::Impl {
         DUET_TRY(cuda::rope_qkv_write(r, stream));
         mark("rope_qkv_write");
       }
+      // At batch 1 a small layer's out projection merges the attention's chunks as it stages its input, in
+      // place of the merge kernel (bench/RESULTS.md, thirteenth pass: smollm2-135m -1 to -2% per step). With
+      // more rows a warp merges several heads one after the other, a round trip each, and the merge kernel
+      // was faster (batch 4 +7% fused).
+      const bool merge_in_out = decode_phase && T == 1 && small_layer(T, nqkv) && cuda::gemv_supported(T, L.H * Dh);
+      cuda::AttentionPartials partials;
       if (decode_phase) {
         cuda::AttentionDecodeArgs a;
         a.q = q;
@@ -369,6 +381,8 @@ struct CudaModel::Impl {
         a.S = S;
         a.chunk = kv_chunk(T);
         a.prefetch_kv = small_layer(T, nqkv);
+        a.merge_in_consumer = merge_in_out;
+        partials = {part_acc, part_ml, d_pos, L.H, Dh, a.chunk, (S + a.chunk - 1) / a.chunk};
         DUET_TRY(cuda::attention_decode_split_kv(a, stream));
       } else {
         const int64_t off = static_cast<int64_t>(seq) * L.Hkv * S * Dh;
@@ -376,7 +390,12 @@ struct CudaModel::Impl {
                                          stream));
       }
       mark("attention");
-      DUET_TRY(linear(attn, GemvInput::Bf16, nullptr, L.wo, D, L.H * Dh, T, x, GemvOutput::AddF32));
+      if (merge_in_out) {
+        DUET_TRY(linear(nullptr, GemvInput::AttentionPartials, nullptr, L.wo, D, L.H * Dh, T, x, GemvOutput::AddF32,
+                        nullptr, &partials));
+      } else {
+        DUET_TRY(linear(attn, GemvInput::Bf16, nullptr, L.wo, D, L.H * Dh, T, x, GemvOutput::AddF32));
+      }
       mark("gemm_out");
       DUET_TRY(linear(x, GemvInput::F32RmsNorm, nullptr, L.wgu, 2 * L.F, D, T, h, GemvOutput::SiluMulBf16));
       mark("silu_mul");

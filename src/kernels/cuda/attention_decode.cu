@@ -303,6 +303,7 @@ Status launch_variant(const AttentionDecodeArgs& a, cudaStream_t stream) {
     if (prefetch) kernel = attention_decode_chunk_kernel<kDh, kGroup, true, 128, 2, false, false>;
   }
   DUET_TRY(launch_kernel(kernel, grid, dim3(128), 0, stream, a, scale_log2, n_chunks));
+  if (a.merge_in_consumer) return ok_status();
   if (a.Nq <= 2) return launch_merge<true>(a, n_chunks, stream);
   return launch_merge<false>(a, n_chunks, stream);
 }
@@ -333,6 +334,9 @@ Status dispatch_group(const AttentionDecodeArgs& a, cudaStream_t stream) {
 Status attention_decode_split_kv(const AttentionDecodeArgs& a, cudaStream_t stream) {
   if (a.Hkv <= 0 || a.H % a.Hkv != 0) return make_error("attention_decode: H=", a.H, " not a multiple of Hkv=", a.Hkv);
   if (a.chunk <= 0) return make_error("attention_decode: chunk must be positive");
+  if (a.merge_in_consumer && !a.prefetch_kv) {
+    return make_error("attention_decode: merge_in_consumer is for small layers (prefetch_kv)");
+  }
   if (a.Dh == 64) return dispatch_group<64>(a, stream);
   if (a.Dh == 128) return dispatch_group<128>(a, stream);
   return make_error("attention_decode: head_dim ", a.Dh, " unsupported (expected 64 or 128)");

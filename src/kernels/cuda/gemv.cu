@@ -12,7 +12,8 @@
 // kernel's tail, and HBM is busy while the block stages its input.
 // Fusions: RMSNorm on the input (F32RmsNorm; Embedding gathers that input
 // from the embedding table first, so the step needs no embedding kernel),
-// residual add (AddF32),
+// residual add (AddF32), the attention's chunk merge on the out projection's
+// input (AttentionPartials: a small layer's step then has no merge kernel),
 // SiLU(gate)*up over interleaved gate/up rows (SiluMulBf16), and for the QKV
 // projection bias + RoPE + the q / K / V cache writes (RopeQkvWrite): a warp's
 // two adjacent rows are exactly one RoPE pair, so the epilogue can rotate them.
@@ -80,6 +81,48 @@ __device__ __forceinline__ void load_row_pair(const bf16* __restrict__ w_row, in
   }
 }
 
+// One (row, head) of flash-decoding's chunk merge, by one warp: acc [used, 32 * kDims] and (max, sum) pairs ml
+// [used] f32 (max in the log2 domain) -> v, this lane's dims (lane + 32 i) of the merged head, f32.
+// Rounds of 64 / kDims chunks: lane j holds chunk j's (max, sum), and every chunk's acc for this lane's dims
+// is loaded before any of it is used, so a round is one L2 round trip (with a round trip per chunk, the
+// fused merge was 48% slower than the merge kernel: bench/RESULTS.md, twelfth pass).
+template <int kDims>
+__device__ __forceinline__ void merge_chunks(const float* __restrict__ acc, const float2* __restrict__ ml, int used,
+                                             int lane, float (&v)[kDims]) {
+  constexpr int kRound = 64 / kDims, kDh = 32 * kDims;
+  float run_max = -INFINITY, sum = 0;
+#pragma unroll
+  for (int i = 0; i < kDims; ++i) v[i] = 0;
+  for (int c0 = 0; c0 < used; c0 += kRound) {
+    const int n = min(kRound, used - c0);
+    const float2 m = lane < n ? ml[c0 + lane] : make_float2(-INFINITY, 0.0f);
+    float x[kRound][kDims];
+#pragma unroll
+    for (int j = 0; j < kRound; ++j) {
+#pragma unroll
+      for (int i = 0; i < kDims; ++i) x[j][i] = j < n ? acc[static_cast<int64_t>(c0 + j) * kDh + lane + 32 * i] : 0.0f;
+    }
+    float mx = m.x;
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    const float new_max = fmaxf(run_max, mx);
+    const float corr = exp2f(run_max - new_max);  // 0 on the first round
+    const float f = lane < n ? exp2f(m.x - new_max) : 0.0f;
+    sum = sum * corr + m.y * f;
+#pragma unroll
+    for (int i = 0; i < kDims; ++i) v[i] *= corr;
+#pragma unroll
+    for (int j = 0; j < kRound; ++j) {
+      const float fj = __shfl_sync(0xffffffffu, f, j);
+#pragma unroll
+      for (int i = 0; i < kDims; ++i) v[i] = fmaf(x[j][i], fj, v[i]);
+    }
+    run_max = new_max;
+  }
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+#pragma unroll
+  for (int i = 0; i < kDims; ++i) v[i] /= sum;
+}
+
 // The RopeQkvWrite epilogue's operands for one warp: the rows' positions and slots, and for the current
 // row pair its bias and, per row, the cos/sin of its RoPE pair ((1, 0) on v rows, which are not rotated).
 template <int kRows>
@@ -127,6 +170,10 @@ struct PrologueArgs<GemvInput::Embedding> {
   const int32_t* tokens;
   float* residual;
 };
+template <>
+struct PrologueArgs<GemvInput::AttentionPartials> {
+  AttentionPartials partials;
+};
 
 // Split K (AddF32 from a Bf16 input only): blockIdx.y picks the slice [k0, k0 + k_len) of K; each slice
 // adds its partial dot products into y with atomics, so only that slice of the input is staged.
@@ -166,6 +213,13 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(
 #pragma unroll
     for (int t = 0; t < kRows; ++t) token[t] = t < rows ? prologue.tokens[t] : 0;
   }
+  // AttentionPartials: each row's valid chunk count, from its position.
+  int used_chunks[kRows];
+  if constexpr (kIn == GemvInput::AttentionPartials) {
+    const AttentionPartials& p = prologue.partials;
+#pragma unroll
+    for (int t = 0; t < kRows; ++t) used_chunks[t] = t < rows ? (p.pos[t] + p.chunk) / p.chunk : 0;
+  }
   pdl_wait();
   if constexpr (!kTriggerEarly) pdl_launch_dependents();
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -173,7 +227,7 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(
   __shared__ float red[kWarps][kRows];
 
   // Stage the input rows as bf16 (normalised first for F32RmsNorm and Embedding).
-  if constexpr (kIn != GemvInput::Bf16) {
+  if constexpr (kIn == GemvInput::F32RmsNorm || kIn == GemvInput::Embedding) {
     // Elements k..k+3 of input row t: the f32 row, or the token's bf16 embedding row.
     auto load4 = [&](int t, int k) {
       if constexpr (kIn == GemvInput::F32RmsNorm) {
@@ -220,6 +274,36 @@ __global__ __launch_bounds__(kThreads) void gemv_kernel(
         __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(xs + static_cast<int64_t>(t) * K + k);
         dst[0] = __floats2bfloat162_rn(v.x * inv * g.x, v.y * inv * g.y);
         dst[1] = __floats2bfloat162_rn(v.z * inv * g.z, v.w * inv * g.w);
+      }
+    }
+  } else if constexpr (kIn == GemvInput::AttentionPartials) {
+    // The merge of every (row, head) that this K slice overlaps, one warp each. This takes the place of the
+    // merge kernel, a whole kernel boundary of a small layer's chain.
+    const AttentionPartials& p = prologue.partials;
+    const int h0 = k0 / p.Dh, heads = min(p.H, (k0 + k_len + p.Dh - 1) / p.Dh) - h0;
+    for (int job = warp; job < kRows * heads; job += kWarps) {
+      const int t = job / heads, h = h0 + job % heads;
+      if (t >= rows) break;  // jobs are row-major, and the job index is uniform across the warp
+      int used = 0;
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) used = r == t ? used_chunks[r] : used;
+      const int64_t part0 = (static_cast<int64_t>(t) * p.H + h) * p.n_chunks;
+      const float2* ml = reinterpret_cast<const float2*>(p.ml) + part0;
+      const float* acc = p.acc + part0 * p.Dh;
+      auto stage = [&](int i, float v) {
+        const int k = h * p.Dh + lane + 32 * i - k0;
+        if (k >= 0 && k < k_len) xs[t * k_len + k] = __float2bfloat16(v);
+      };
+      if (p.Dh == 64) {
+        float v[2];
+        merge_chunks(acc, ml, used, lane, v);
+        stage(0, v[0]);
+        stage(1, v[1]);
+      } else {
+        float v[4];
+        merge_chunks(acc, ml, used, lane, v);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) stage(i, v[i]);
       }
     }
   } else {
@@ -333,7 +417,7 @@ Status launch_variant(const GemvArgs& a, cudaStream_t stream) {
   // A residual-add projection over a long K (the down projection of LP's wide layers) is split so that its
   // staged input stays within 48 KB: more blocks per SM and twice the row-pair warps.
   int splits = 1;
-  if constexpr (kIn == GemvInput::Bf16 && kOut == GemvOutput::AddF32) {
+  if constexpr ((kIn == GemvInput::Bf16 || kIn == GemvInput::AttentionPartials) && kOut == GemvOutput::AddF32) {
     while (kRows * slice8(splits) * 2 > kSplitStagedBytes) ++splits;
     if (gemv_latency_bound(a.N, a.K)) {
       // A latency-bound map splits until a warp's K slice is at most two 16-byte loads per lane and row:
@@ -363,6 +447,7 @@ Status launch_variant(const GemvArgs& a, cudaStream_t stream) {
   if constexpr (kOut == GemvOutput::RopeQkvWrite) epilogue.rope = a.rope;
   PrologueArgs<kIn> prologue;
   if constexpr (kIn == GemvInput::Embedding) prologue = {a.tokens, a.residual};
+  if constexpr (kIn == GemvInput::AttentionPartials) prologue = {a.partials};
   DUET_TRY(launch_kernel(kernel, dim3(grid, splits), dim3(kThreads), smem, stream, a.w, a.in, a.norm_w, a.eps, a.out,
                          a.N, a.K, a.T, k_len8, epilogue, prologue));
   return ok_status();
@@ -377,6 +462,8 @@ Status launch(const GemvArgs& a, cudaStream_t stream) {
   // Only the first layer's QKV projection reads the embeddings.
   if constexpr (kIn == GemvInput::Embedding && (kOut == GemvOutput::AddF32 || kOut == GemvOutput::SiluMulBf16)) {
     return make_error("gemv: the Embedding input is for the QKV projection (StoreF32, StoreBf16, RopeQkvWrite)");
+  } else if constexpr (kIn == GemvInput::AttentionPartials && kOut != GemvOutput::AddF32) {
+    return make_error("gemv: the AttentionPartials input is for the out projection (AddF32)");
   } else {
     if (kIn == GemvInput::Embedding && (!a.tokens || !a.residual)) {
       return make_error("gemv: the Embedding input needs tokens and a residual");
@@ -410,6 +497,14 @@ Status dispatch_in(const GemvArgs& a, cudaStream_t stream) {
   switch (a.in_kind) {
     case GemvInput::F32RmsNorm: return dispatch_out<kRows, GemvInput::F32RmsNorm>(a, stream);
     case GemvInput::Embedding: return dispatch_out<kRows, GemvInput::Embedding>(a, stream);
+    case GemvInput::AttentionPartials: {
+      const AttentionPartials& p = a.partials;
+      if (!p.acc || !p.ml || !p.pos || p.chunk <= 0 || p.n_chunks <= 0 || (p.Dh != 64 && p.Dh != 128) ||
+          a.K != p.H * p.Dh) {
+        return make_error("gemv: AttentionPartials needs acc, ml, pos, chunk, n_chunks, Dh of 64 or 128 and K = H*Dh");
+      }
+      return dispatch_out<kRows, GemvInput::AttentionPartials>(a, stream);
+    }
     case GemvInput::Bf16: break;
   }
   return dispatch_out<kRows, GemvInput::Bf16>(a, stream);

@@ -57,6 +57,9 @@ Status rope_qkv_write(const RopeQkvArgs& args, cudaStream_t stream);
 //   GemvInput::Embedding  in [V,K] bf16, the embedding table: x[t] = float(in[tokens[t]]) is normalised as
 //                         F32RmsNorm's input is, and also written to residual [T,K] f32 (the first layer's
 //                         QKV projection gathers the embeddings itself; StoreF32, StoreBf16, RopeQkvWrite)
+//   GemvInput::AttentionPartials  in unused; x[t] = bf16 of the merge of attention_decode_split_kv's chunk
+//                         partials (GemvArgs::partials, K = H*Dh): what its merge kernel would write (the out
+//                         projection merges them while staging its input; AddF32 only)
 // Outputs:
 //   GemvOutput::StoreF32    y [T,N] f32:  y = acc
 //   GemvOutput::AddF32      y [T,N] f32:  y += acc (residual add; over a long K, or when W is small enough
@@ -67,7 +70,15 @@ Status rope_qkv_write(const RopeQkvArgs& args, cudaStream_t stream);
 //   GemvOutput::RopeQkvWrite  W is the fused q|k|v projection and acc its row; what rope_qkv_write does with
 //                             it (bias, RoPE, q and K/V cache writes; no q/k norm) happens in the epilogue.
 constexpr int kGemvMaxRows = 8;
-enum class GemvInput { Bf16, F32RmsNorm, Embedding };
+enum class GemvInput { Bf16, F32RmsNorm, Embedding, AttentionPartials };
+// Unmerged flash-decoding chunks of T queries (AttentionDecodeArgs has the layout): acc [T,H,n_chunks,Dh] and
+// (max, sum) pairs ml [T,H,n_chunks,2] f32; row t has ceil((pos[t] + 1) / chunk) valid chunks; Dh 64 or 128.
+struct AttentionPartials {
+  const float* acc = nullptr;
+  const float* ml = nullptr;
+  const int32_t* pos = nullptr;
+  int H = 0, Dh = 0, chunk = 0, n_chunks = 0;
+};
 enum class GemvOutput { StoreF32, AddF32, StoreBf16, SiluMulBf16, RopeQkvWrite };
 struct GemvArgs {
   const bf16* w = nullptr;  // [N,K]
@@ -81,6 +92,7 @@ struct GemvArgs {
   RopeQkvArgs rope;  // RopeQkvWrite only (qkv, q_norm and k_norm unused)
   const int32_t* tokens = nullptr;  // Embedding only: [T]
   float* residual = nullptr;        // Embedding only: [T,K]
+  AttentionPartials partials;       // AttentionPartials only
 };
 // Whether gemv handles T rows of K inputs (row count and shared-memory size).
 bool gemv_supported(int T, int K);
@@ -116,6 +128,9 @@ struct AttentionDecodeArgs {
   // behind a small QKV projection, which would otherwise evict them again, and for a cache of at most 4 MB,
   // checked here), and merge the chunks in a separate kernel.
   bool prefetch_kv = false;
+  // With prefetch_kv: leave the chunks unmerged (out unwritten) for the next kernel, a gemv with
+  // GemvInput::AttentionPartials, to merge.
+  bool merge_in_consumer = false;
 };
 Status attention_decode_split_kv(const AttentionDecodeArgs& args, cudaStream_t stream);
 
