@@ -1,8 +1,8 @@
 #!/bin/bash
 # Stages everything the GPU checks need for two device calls, within 64 MiB a call:
-#   .gpuxfer/bin/gpubin.tar.xz   duet, duet_cuda_tests, duet_bench and their non-CUDA libraries (~18 MB xz)
-#   .gpuxfer/p1/gguf.aa          the first 46 MB of the default SmolLM2 GGUF
-#   .gpuxfer/p2/gguf.ab          the rest (~52 MB)
+#   .gpuxfer/bin/gpubin.tar.xz   duet, duet_cuda_tests, duet_bench and their non-CUDA libraries (~19 MB xz)
+#   .gpuxfer/p1/gguf.aa          the first 42 MB of the default SmolLM2 GGUF
+#   .gpuxfer/p2/gguf.ab          the rest (~56 MB)
 #   .gpuxfer/p2/gguf.sha256      the whole file's checksum, for `sha256sum -c` once rejoined in /tmp/m
 # Call 1 carries bin + p1 (runs the sweep, leaves the binaries and p1 in /tmp); call 2, right after while
 # the machine is warm (30 s), carries p2 and runs the real-model checks. docs/cuda.md has both commands.
@@ -15,7 +15,7 @@ tools/gpu/pack_binaries.sh "$build" duet duet_cuda_tests duet_bench
 grep -qx '/.gpuxfer/' .git/info/exclude 2>/dev/null || echo '/.gpuxfer/' >> .git/info/exclude
 rm -rf .gpuxfer && mkdir -p .gpuxfer/bin .gpuxfer/p1 .gpuxfer/p2
 tar -cJf .gpuxfer/bin/gpubin.tar.xz .gpubin
-head -c 46000000 "$model" > .gpuxfer/p1/gguf.aa
-tail -c +46000001 "$model" > .gpuxfer/p2/gguf.ab
+head -c 42000000 "$model" > .gpuxfer/p1/gguf.aa
+tail -c +42000001 "$model" > .gpuxfer/p2/gguf.ab
 echo "$(sha256sum < "$model" | cut -d' ' -f1)  /tmp/m/$(basename "$model")" > .gpuxfer/p2/gguf.sha256
 du -sb .gpuxfer/*
