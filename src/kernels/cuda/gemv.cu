@@ -13,7 +13,8 @@
 // Fusions: RMSNorm on the input (F32RmsNorm; Embedding gathers that input
 // from the embedding table first, so the step needs no embedding kernel),
 // residual add (AddF32), the attention's chunk merge on the out projection's
-// input (AttentionPartials: a small layer's step then has no merge kernel),
+// input (AttentionPartials: for one sequence over small layers the step then
+// has no merge kernel),
 // SiLU(gate)*up over interleaved gate/up rows (SiluMulBf16), and for the QKV
 // projection bias + RoPE + the q / K / V cache writes (RopeQkvWrite): a warp's
 // two adjacent rows are exactly one RoPE pair, so the epilogue can rotate them.
@@ -175,8 +176,9 @@ struct PrologueArgs<GemvInput::AttentionPartials> {
   AttentionPartials partials;
 };
 
-// Split K (AddF32 from a Bf16 input only): blockIdx.y picks the slice [k0, k0 + k_len) of K; each slice
-// adds its partial dot products into y with atomics, so only that slice of the input is staged.
+// Split K (AddF32 from a Bf16 or AttentionPartials input only): blockIdx.y picks the slice [k0, k0 + k_len)
+// of K; each slice adds its partial dot products into y with atomics, so only that slice of the input is
+// staged.
 // kTriggerEarly: let the next kernel launch at this one's start instead of after the wait (launch.cuh). A
 // template parameter, not a runtime flag: with a flag the 8-row launches (always after the wait) measured
 // 1-1.5% slower per step (llama2-7b, llama3-8b batch 8), so the late kernels stay exactly what they were.
