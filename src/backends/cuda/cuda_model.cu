@@ -358,7 +358,7 @@ struct CudaModel::Impl {
         mark("rope_qkv_write");
       }
       // At batch 1 a small layer's out projection merges the attention's chunks as it stages its input, in
-      // place of the merge kernel (bench/RESULTS.md, thirteenth pass: smollm2-135m -1 to -2% per step). With
+      // place of the merge kernel (bench/RESULTS.md, thirteenth pass: smollm2-135m -0.7 to -2.4% per step). With
       // more rows a warp merges several heads one after the other, a round trip each, and the merge kernel
       // was faster (batch 4 +7% fused).
       const bool merge_in_out = decode_phase && T == 1 && small_layer(T, nqkv) && cuda::gemv_supported(T, L.H * Dh);
