@@ -41,6 +41,29 @@ void upload(const DeviceBuffer& d, const std::vector<T>& h) {
 
 float round_bf16(float x) { return bf16_to_f32(f32_to_bf16(x)); }
 
+// The worst |got - ref| over its allowance (kRmsTol of ref's rms, plus kRelTol of |ref| for bf16 outputs),
+// NaN counting as infinitely over, where it falls, and ref's rms.
+struct WorstError {
+  double excess = -1;
+  size_t at = 0;
+  double rms = 0;
+};
+WorstError worst_error(const std::vector<float>& got, const std::vector<double>& ref, bool bf16_out) {
+  WorstError w;
+  double ss = 0;
+  for (double r : ref) ss += r * r;
+  w.rms = std::sqrt(ss / ref.size());
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double allowed = (bf16_out ? kRelTol * std::fabs(ref[i]) : 0.0) + kRmsTol * w.rms;
+    const double excess = std::fabs(got[i] - ref[i]) / allowed;
+    if (!(excess <= w.excess)) {  // NaN counts as the worst
+      w.excess = std::isnan(excess) ? std::numeric_limits<double>::infinity() : excess;
+      w.at = i;
+    }
+  }
+  return w;
+}
+
 void check_case(int N, int K, cuda::GemvInput in_kind, cuda::GemvOutput out_kind, uint64_t seed) {
   SCOPED_TRACE(testing::Message() << "N=" << N << " K=" << K << " in=" << static_cast<int>(in_kind)
                                   << " out=" << static_cast<int>(out_kind));
@@ -136,27 +159,15 @@ void check_case(int N, int K, cuda::GemvInput in_kind, cuda::GemvOutput out_kind
   } else {
     ASSERT_EQ(cudaMemcpy(got.data(), dy.ptr, out_n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
   }
-  double ss = 0;
-  for (double r : ref) ss += r * r;
-  const double rms = std::sqrt(ss / out_n);
-  double max_excess = -1;  // the worst error over its allowance
-  int worst = 0;
-  for (int i = 0; i < out_n; ++i) {
-    const double allowed = (bf16_out ? kRelTol * std::fabs(ref[i]) : 0.0) + kRmsTol * rms;
-    const double excess = std::fabs(got[i] - ref[i]) / allowed;
-    if (!(excess <= max_excess)) {  // NaN counts as the worst
-      max_excess = std::isnan(excess) ? std::numeric_limits<double>::infinity() : excess;
-      worst = i;
-    }
-  }
-  EXPECT_LE(max_excess, 1.0) << "worst at " << worst << ": got " << got[worst] << ", want " << ref[worst]
-                             << " (rms " << rms << ")";
+  const WorstError err = worst_error(got, ref, bf16_out);
+  EXPECT_LE(err.excess, 1.0) << "worst at " << err.at << ": got " << got[err.at] << ", want " << ref[err.at]
+                             << " (rms " << err.rms << ")";
   if (embedding) {  // the residual stream starts as the gathered row, exactly
     std::vector<float> residual(K);
     ASSERT_EQ(cudaMemcpy(residual.data(), dresidual.ptr, K * 4, cudaMemcpyDeviceToHost), cudaSuccess);
     EXPECT_EQ(residual, x_f32);
   }
-  std::printf("  N=%5d K=%5d: worst error / allowance %.3f\n", N, K, max_excess);
+  std::printf("  N=%5d K=%5d: worst error / allowance %.3f\n", N, K, err.excess);
 }
 
 using cuda::GemvInput;
@@ -259,16 +270,10 @@ void check_partials_case(int H, int kDh, const std::vector<int>& pos, uint64_t s
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   std::vector<float> got(y0.size());
   ASSERT_EQ(cudaMemcpy(got.data(), dy.ptr, got.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
-  double ss = 0;
-  for (double r : ref) ss += r * r;
-  const double allowed = kRmsTol * std::sqrt(ss / ref.size());
-  double worst = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double err = std::fabs(got[i] - ref[i]);
-    worst = std::isnan(err) ? INFINITY : std::max(worst, err);
-  }
-  EXPECT_LE(worst, allowed);
-  std::printf("  H=%2d Dh=%d T=%d: worst error / allowance %.3f\n", H, kDh, T, worst / allowed);
+  const WorstError err = worst_error(got, ref, false);
+  EXPECT_LE(err.excess, 1.0) << "worst at " << err.at << ": got " << got[err.at] << ", want " << ref[err.at]
+                             << " (rms " << err.rms << ")";
+  std::printf("  H=%2d Dh=%d T=%d: worst error / allowance %.3f\n", H, kDh, T, err.excess);
 }
 
 TEST(CudaGemv, AttentionPartialsInputMatchesReference) {
@@ -276,7 +281,6 @@ TEST(CudaGemv, AttentionPartialsInputMatchesReference) {
   check_partials_case(18, 64, {1024}, 13);      // its LP wide layer
   check_partials_case(9, 64, {2100, 5}, 14);    // 33 chunks: two rounds
   check_partials_case(4, 128, {1024, 70}, 15);  // head dim 128: 17 chunks in two rounds, and 2
-
 }
 
 }  // namespace

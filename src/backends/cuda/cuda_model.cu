@@ -361,7 +361,8 @@ struct CudaModel::Impl {
       // place of the merge kernel (bench/RESULTS.md, thirteenth pass: smollm2-135m -0.7 to -2.4% per step). With
       // more rows a warp merges several heads one after the other, a round trip each, and the merge kernel
       // was faster (batch 4 +7% fused).
-      const bool merge_in_out = decode_phase && T == 1 && small_layer(T, nqkv) && cuda::gemv_supported(T, L.H * Dh);
+      const bool layer_is_small = small_layer(T, nqkv);
+      const bool merge_in_out = decode_phase && T == 1 && layer_is_small && cuda::gemv_supported(T, L.H * Dh);
       cuda::AttentionPartials partials;
       if (decode_phase) {
         cuda::AttentionDecodeArgs a;
@@ -380,7 +381,7 @@ struct CudaModel::Impl {
         a.Dh = Dh;
         a.S = S;
         a.chunk = kv_chunk(T);
-        a.prefetch_kv = small_layer(T, nqkv);
+        a.prefetch_kv = layer_is_small;
         a.merge_in_consumer = merge_in_out;
         partials = {part_acc, part_ml, d_pos, L.H, Dh, a.chunk, (S + a.chunk - 1) / a.chunk};
         DUET_TRY(cuda::attention_decode_split_kv(a, stream));
