@@ -1,6 +1,7 @@
 // cuda::attention_prefill (causal flash attention of a prompt chunk) against a plain host reference of
 // causal softmax attention computed from the same bf16 q/k/v: head dims 64 and 128, GQA groups 1, 3, 4,
-// chunk lengths around the kernel's tiles, and chunks appended after earlier cached tokens (pos0 > 0).
+// chunk lengths around the kernels' tiles, and chunks appended after earlier cached tokens (pos0 > 0); at
+// head dim 128 both the mma.sync kernel and, on compute capability 9.0, the wgmma one.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -67,7 +68,7 @@ std::vector<float> reference(const std::vector<uint16_t>& q, const std::vector<u
   return out;
 }
 
-void check_case(int Dh, int H, int Hkv, int T, int pos0, uint64_t seed) {
+void check_case(cuda::PrefillAttentionKernel kernel, int Dh, int H, int Hkv, int T, int pos0, uint64_t seed) {
   SCOPED_TRACE(testing::Message() << "Dh=" << Dh << " H=" << H << " Hkv=" << Hkv << " T=" << T << " pos0=" << pos0);
   const int S = pos0 + T + kCacheSlack;
   std::mt19937 rng(static_cast<uint32_t>(seed));
@@ -94,7 +95,7 @@ void check_case(int Dh, int H, int Hkv, int T, int pos0, uint64_t seed) {
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
   const Status s =
       cuda::attention_prefill(dq.as<cuda::bf16>(), dk.as<cuda::bf16>(), dv.as<cuda::bf16>(),
-                              dout.as<cuda::bf16>(), T, pos0, H, Hkv, Dh, S, stream);
+                              dout.as<cuda::bf16>(), T, pos0, H, Hkv, Dh, S, stream, kernel);
   const cudaError_t synced = cudaStreamSynchronize(stream);
   cudaStreamDestroy(stream);
   ASSERT_TRUE(s.ok()) << s.message();
@@ -121,20 +122,37 @@ void check_case(int Dh, int H, int Hkv, int T, int pos0, uint64_t seed) {
               mean_err);
 }
 
-void check_all(int Dh) {
+void check_all(cuda::PrefillAttentionKernel kernel, int Dh) {
   struct Heads {
     int H, Hkv;
   };
   uint64_t seed = static_cast<uint64_t>(Dh);
   for (const Heads heads : {Heads{4, 4}, Heads{9, 3}, Heads{8, 2}}) {
     for (const int T : {1, 5, 64, 127, 128, 300}) {
-      for (const int pos0 : {0, 37}) check_case(Dh, heads.H, heads.Hkv, T, pos0, ++seed);
+      for (const int pos0 : {0, 37}) check_case(kernel, Dh, heads.H, heads.Hkv, T, pos0, ++seed);
     }
   }
+  // Many key tiles: every K/V buffer stage reused several times.
+  check_case(kernel, Dh, 2, 1, 1000, 0, ++seed);
+  check_case(kernel, Dh, 2, 2, 700, 333, ++seed);
 }
 
-TEST(AttentionPrefill, MatchesHostReferenceHeadDim64) { check_all(64); }
-TEST(AttentionPrefill, MatchesHostReferenceHeadDim128) { check_all(128); }
+bool device_is_sm90() {
+  int device = 0, major = 0, minor = 0;
+  return cudaGetDevice(&device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess && major == 9 &&
+         minor == 0;
+}
+
+TEST(AttentionPrefill, MatchesHostReferenceHeadDim64) { check_all(cuda::PrefillAttentionKernel::Auto, 64); }
+TEST(AttentionPrefill, MatchesHostReferenceHeadDim128MmaSync) {
+  check_all(cuda::PrefillAttentionKernel::MmaSync, 128);
+}
+TEST(AttentionPrefill, MatchesHostReferenceHeadDim128Wgmma) {
+  if (!device_is_sm90()) GTEST_SKIP() << "the wgmma kernel runs on compute capability 9.0 only";
+  check_all(cuda::PrefillAttentionKernel::Wgmma, 128);
+}
 
 }  // namespace
 }  // namespace duet

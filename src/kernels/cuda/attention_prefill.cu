@@ -12,9 +12,12 @@
 // only on tiles crossing a warp's diagonal, and a warp skips the math of tiles wholly above it. Query tiles
 // are issued longest first across all heads (grid x = head, y = reversed tile): the causal triangle makes
 // late tiles the heaviest, so they must not be left for the last wave.
+// On compute capability 9.0, head dim 128 runs attention_prefill_wgmma.cu instead (warpgroup MMA; llama2-7b
+// 2048-token prompt: attention 4.43-4.63 -> 3.60-3.76 ms over 32 layers on an H200).
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/cuda/attention_prefill_wgmma.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.cuh"
 
@@ -327,13 +330,30 @@ Status launch(const bf16* q, const bf16* k, const bf16* v, bf16* out, int T, int
   return ok_status();
 }
 
+// The wgmma kernel is built for sm_90a, which runs on compute capability 9.0 alone.
+Result<bool> device_has_wgmma() {
+  int device = 0, major = 0, minor = 0;
+  DUET_CUDA_TRY(cudaGetDevice(&device));
+  DUET_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  DUET_CUDA_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  return major == 9 && minor == 0;
+}
+
 }  // namespace
 
 Status attention_prefill(const bf16* q, const bf16* k, const bf16* v, bf16* out, int T, int pos0, int H, int Hkv,
-                         int Dh, int S, cudaStream_t stream) {
+                         int Dh, int S, cudaStream_t stream, PrefillAttentionKernel kernel) {
   if (Hkv <= 0 || H % Hkv != 0) return make_error("attention_prefill: H=", H, " not a multiple of Hkv=", Hkv);
   if (static_cast<int64_t>(Hkv) * S * Dh > INT32_MAX) {
     return make_error("attention_prefill: a cache of ", Hkv, " x ", S, " x ", Dh, " elements exceeds 2^31");
+  }
+  if (kernel != PrefillAttentionKernel::MmaSync && Dh == 128) {
+    auto wgmma = device_has_wgmma();
+    DUET_TRY(wgmma);
+    if (wgmma.value()) return attention_prefill_wgmma(q, k, v, out, T, pos0, H, Hkv, S, stream);
+  }
+  if (kernel == PrefillAttentionKernel::Wgmma) {
+    return make_error("attention_prefill: the wgmma kernel needs head_dim 128 on compute capability 9.0");
   }
   if (Dh == 64) return launch<64>(q, k, v, out, T, pos0, H, Hkv, S, stream);
   if (Dh == 128) return launch<128>(q, k, v, out, T, pos0, H, Hkv, S, stream);

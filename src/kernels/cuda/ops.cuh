@@ -135,11 +135,14 @@ struct AttentionDecodeArgs {
 Status attention_decode_split_kv(const AttentionDecodeArgs& args, cudaStream_t stream);
 
 // attention_prefill: causal attention of T new tokens of one sequence at positions pos0..pos0+T-1 over the
-// cache positions [0, pos0+T) (flash attention on tensor cores, mma.sync m16n8k16; scores never leave
-// registers). q [T,H,Dh] bf16; k/v [Hkv,S,Dh] bf16 (one sequence's cache, Hkv*S*Dh < 2^31); out [T,H*Dh] bf16.
-// Dh in {64,128}.
+// cache positions [0, pos0+T) (flash attention on tensor cores; scores never leave registers). q [T,H,Dh]
+// bf16; k/v [Hkv,S,Dh] bf16 (one sequence's cache, Hkv*S*Dh < 2^31); out [T,H*Dh] bf16. Dh in {64,128}.
+// Auto runs Dh = 128 on warpgroup MMA (wgmma) on compute capability 9.0 and everything else on mma.sync;
+// the other two force one kernel (tests; Wgmma needs Dh = 128 on compute capability 9.0).
+enum class PrefillAttentionKernel { Auto, MmaSync, Wgmma };
 Status attention_prefill(const bf16* q, const bf16* k, const bf16* v, bf16* out, int T, int pos0, int H, int Hkv,
-                         int Dh, int S, cudaStream_t stream);
+                         int Dh, int S, cudaStream_t stream,
+                         PrefillAttentionKernel kernel = PrefillAttentionKernel::Auto);
 
 // token_log_probs: log_probs[r] = logits[r,targets[r]] - logsumexp(logits[r,:]); argmax[r] = lowest index of
 // max(logits[r,:]). logits [rows,V] f32; targets, argmax [rows] int32; log_probs [rows] f32.
