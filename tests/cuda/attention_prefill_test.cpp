@@ -1,7 +1,8 @@
 // cuda::attention_prefill (causal flash attention of a prompt chunk) against a plain host reference of
 // causal softmax attention computed from the same bf16 q/k/v: head dims 64 and 128, GQA groups 1, 3, 4,
 // chunk lengths around the kernels' tiles, and chunks appended after earlier cached tokens (pos0 > 0); at
-// head dim 128 both the mma.sync kernel and, on compute capability 9.0, the wgmma one.
+// head dim 128 both the mma.sync kernel and, on compute capability 9.0, the wgmma one, which can also take q
+// unrotated in the fused QKV projection's rows and rotate it (RoPE) as it loads it.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <cstdio>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "core/half.h"
@@ -68,12 +70,50 @@ std::vector<float> reference(const std::vector<uint16_t>& q, const std::vector<u
   return out;
 }
 
-void check_case(cuda::PrefillAttentionKernel kernel, int Dh, int H, int Hkv, int T, int pos0, uint64_t seed) {
-  SCOPED_TRACE(testing::Message() << "Dh=" << Dh << " H=" << H << " Hkv=" << Hkv << " T=" << T << " pos0=" << pos0);
+// RoPE tables [S, Dh/2] for theta 10000, and q [T,H,Dh] rotated at positions pos0 + t the way the kernel does:
+// f32 rotation of each adjacent pair, rounded to bf16.
+struct Rope {
+  std::vector<float> cos, sin;
+};
+Rope rope_tables(int S, int Dh) {
+  Rope r;
+  for (int p = 0; p < S; ++p) {
+    for (int i = 0; i < Dh / 2; ++i) {
+      const double angle = p * std::pow(10000.0, -2.0 * i / Dh);
+      r.cos.push_back(static_cast<float>(std::cos(angle)));
+      r.sin.push_back(static_cast<float>(std::sin(angle)));
+    }
+  }
+  return r;
+}
+std::vector<uint16_t> rotated(const std::vector<uint16_t>& q, const Rope& r, int T, int pos0, int H, int Dh) {
+  std::vector<uint16_t> out(q.size());
+  for (int t = 0; t < T; ++t) {
+    for (int h = 0; h < H; ++h) {
+      for (int i = 0; i < Dh / 2; ++i) {
+        const size_t at = (static_cast<size_t>(t) * H + h) * Dh + 2 * i;
+        const size_t f = static_cast<size_t>(pos0 + t) * (Dh / 2) + i;
+        const float x0 = bf16_to_f32(q[at]), x1 = bf16_to_f32(q[at + 1]), c = r.cos[f], s = r.sin[f];
+        out[at] = f32_to_bf16(x0 * c - x1 * s);
+        out[at + 1] = f32_to_bf16(x0 * s + x1 * c);
+      }
+    }
+  }
+  return out;
+}
+
+// rotate_q: q goes in unrotated, as the q columns of fused rows of (H + 2 Hkv) * Dh elements whose k/v
+// columns hold NaN (the kernel must not read them), with RoPE tables.
+void check_case(cuda::PrefillAttentionKernel kernel, int Dh, int H, int Hkv, int T, int pos0, uint64_t seed,
+                bool rotate_q = false) {
+  SCOPED_TRACE(testing::Message() << "Dh=" << Dh << " H=" << H << " Hkv=" << Hkv << " T=" << T << " pos0=" << pos0
+                                  << " rotate_q=" << rotate_q);
   const int S = pos0 + T + kCacheSlack;
   std::mt19937 rng(static_cast<uint32_t>(seed));
   // q scaled up so that scores spread by ~1 and the softmax is peaked: a wrong mask or head shows.
-  const std::vector<uint16_t> q = random_bf16(static_cast<size_t>(T) * H * Dh, 4.0f, rng);
+  const std::vector<uint16_t> q_in = random_bf16(static_cast<size_t>(T) * H * Dh, 4.0f, rng);
+  const Rope tables = rope_tables(S, Dh);
+  const std::vector<uint16_t> q = rotate_q ? rotated(q_in, tables, T, pos0, H, Dh) : q_in;
   std::vector<uint16_t> k = random_bf16(static_cast<size_t>(Hkv) * S * Dh, 1.0f, rng);
   std::vector<uint16_t> v = random_bf16(static_cast<size_t>(Hkv) * S * Dh, 1.0f, rng);
   const uint16_t nan = f32_to_bf16(std::numeric_limits<float>::quiet_NaN());
@@ -85,17 +125,28 @@ void check_case(cuda::PrefillAttentionKernel kernel, int Dh, int H, int Hkv, int
     }
   }
 
+  // The kernel's q input: q itself, or q_in in fused rows.
+  const int64_t row_stride = rotate_q ? static_cast<int64_t>(H + 2 * Hkv) * Dh : static_cast<int64_t>(H) * Dh;
+  std::vector<uint16_t> q_dev(static_cast<size_t>(T) * row_stride, nan);
+  for (int t = 0; t < T; ++t) {
+    std::copy_n(&(rotate_q ? q_in : q)[static_cast<size_t>(t) * H * Dh], H * Dh, &q_dev[t * row_stride]);
+  }
   const size_t out_n = static_cast<size_t>(T) * H * Dh;
-  DeviceBuffer dq(q.size() * 2), dk(k.size() * 2), dv(v.size() * 2), dout(out_n * 2);
-  ASSERT_EQ(cudaMemcpy(dq.ptr, q.data(), q.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+  DeviceBuffer dq(q_dev.size() * 2), dk(k.size() * 2), dv(v.size() * 2), dout(out_n * 2);
+  DeviceBuffer dcos(tables.cos.size() * 4), dsin(tables.sin.size() * 4);
+  ASSERT_EQ(cudaMemcpy(dq.ptr, q_dev.data(), q_dev.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dcos.ptr, tables.cos.data(), tables.cos.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dsin.ptr, tables.sin.data(), tables.sin.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
   ASSERT_EQ(cudaMemcpy(dk.ptr, k.data(), k.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
   ASSERT_EQ(cudaMemcpy(dv.ptr, v.data(), v.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
   ASSERT_EQ(cudaMemset(dout.ptr, 0xff, out_n * 2), cudaSuccess);  // NaN: an unwritten output fails
   cudaStream_t stream = nullptr;
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  cuda::QueryRope rope;
+  if (rotate_q) rope = {dcos.as<float>(), dsin.as<float>(), row_stride};
   const Status s =
       cuda::attention_prefill(dq.as<cuda::bf16>(), dk.as<cuda::bf16>(), dv.as<cuda::bf16>(),
-                              dout.as<cuda::bf16>(), T, pos0, H, Hkv, Dh, S, stream, kernel);
+                              dout.as<cuda::bf16>(), T, pos0, H, Hkv, Dh, S, stream, rope, kernel);
   const cudaError_t synced = cudaStreamSynchronize(stream);
   cudaStreamDestroy(stream);
   ASSERT_TRUE(s.ok()) << s.message();
@@ -118,8 +169,8 @@ void check_case(cuda::PrefillAttentionKernel kernel, int Dh, int H, int Hkv, int
   EXPECT_LE(max_err, kMaxAbsTol) << "worst at token " << worst / (H * Dh) << ", head " << worst / Dh % H << ", dim "
                                  << worst % Dh << ": got " << bf16_to_f32(out[worst]) << ", want " << ref[worst];
   EXPECT_LE(mean_err, kMeanAbsTol);
-  std::printf("  Dh=%3d H=%d Hkv=%d T=%3d pos0=%2d: max abs err %.2e, mean %.2e\n", Dh, H, Hkv, T, pos0, max_err,
-              mean_err);
+  std::printf("  Dh=%3d H=%d Hkv=%d T=%3d pos0=%2d%s: max abs err %.2e, mean %.2e\n", Dh, H, Hkv, T, pos0,
+              rotate_q ? " (q rotated on load)" : "", max_err, mean_err);
 }
 
 void check_all(cuda::PrefillAttentionKernel kernel, int Dh) {
@@ -152,6 +203,26 @@ TEST(AttentionPrefill, MatchesHostReferenceHeadDim128MmaSync) {
 TEST(AttentionPrefill, MatchesHostReferenceHeadDim128Wgmma) {
   if (!device_is_sm90()) GTEST_SKIP() << "the wgmma kernel runs on compute capability 9.0 only";
   check_all(cuda::PrefillAttentionKernel::Wgmma, 128);
+}
+TEST(AttentionPrefill, RotatesQOnLoadHeadDim128Wgmma) {
+  if (!device_is_sm90()) GTEST_SKIP() << "the wgmma kernel runs on compute capability 9.0 only";
+  uint64_t seed = 500;
+  for (const int T : {1, 127, 300}) {
+    for (const int pos0 : {0, 37}) {
+      check_case(cuda::PrefillAttentionKernel::Wgmma, 128, 4, 4, T, pos0, ++seed, true);
+      check_case(cuda::PrefillAttentionKernel::Wgmma, 128, 8, 2, T, pos0, ++seed, true);
+    }
+  }
+  check_case(cuda::PrefillAttentionKernel::Wgmma, 128, 2, 1, 700, 333, ++seed, true);
+}
+TEST(AttentionPrefill, RotatingQNeedsTheWgmmaKernel) {
+  std::vector<float> table(64, 0.0f);
+  DeviceBuffer d(table.size() * 4), q(2 * 1024), kv(2 * 1024);
+  const cuda::QueryRope rope{d.as<float>(), d.as<float>(), 128};
+  const Status s = cuda::attention_prefill(q.as<cuda::bf16>(), kv.as<cuda::bf16>(), kv.as<cuda::bf16>(),
+                                           q.as<cuda::bf16>(), 1, 0, 1, 1, 64, 4, nullptr, rope);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("wgmma"), std::string::npos) << s.message();
 }
 
 }  // namespace

@@ -91,6 +91,11 @@ struct CudaModel::Impl {
   float* out_norm = nullptr;   // [D]
   float* rope_cos = nullptr;   // [S, Dh/2]
   float* rope_sin = nullptr;   // [S, Dh/2]
+  // Prompts: the attention kernel rotates q as it loads it (layers without QKV bias or q norm), so
+  // rope_qkv_write reads and writes only k and v. Per 2048-token prompt on an H200, rope_qkv_write
+  // 1.18-1.21 -> 0.85-0.87 ms at llama2-7b (0.68 -> 0.34 at llama3-8b), attention +0.05-0.15 ms; the
+  // whole prompt -0.1 to -0.35 ms (bench/RESULTS.md, fourteenth pass).
+  bool prefill_attention_rotates_q = false;
   int rows_cap = 0;            // max(max_batch, max_prefill)
   int logit_rows_cap = 0;
   float* x = nullptr;          // [rows, D] residual stream
@@ -205,6 +210,7 @@ struct CudaModel::Impl {
     cpu::rope_table_fill(c, S, cos.data(), sin.data());
     DUET_TRY(upload(cos, &rope_cos));
     DUET_TRY(upload(sin, &rope_sin));
+    DUET_ASSIGN_OR_RETURN(prefill_attention_rotates_q, cuda::attention_prefill_rotates_q(Dh));
 
     rows_cap = std::max(opt.max_batch, opt.max_prefill);
     logit_rows_cap = std::max(opt.max_batch, 8);
@@ -351,6 +357,7 @@ struct CudaModel::Impl {
         // keeps f32 so that a batch gives the same tokens as its sequences decoded alone (CudaBatch).
         r.qkv = qkv;
         r.qkv_bf16 = !decode_phase;
+        r.skip_q = !decode_phase && prefill_attention_rotates_q && !L.bias && !L.q_norm;
         DUET_TRY(linear(qkv_in, qkv_in_kind, nullptr, L.wqkv, nqkv, D, T, qkv,
                         r.qkv_bf16 ? GemvOutput::StoreBf16 : GemvOutput::StoreF32));
         mark("gemm_qkv");
@@ -387,8 +394,10 @@ struct CudaModel::Impl {
         DUET_TRY(cuda::attention_decode_split_kv(a, stream));
       } else {
         const int64_t off = static_cast<int64_t>(seq) * L.Hkv * S * Dh;
-        DUET_TRY(cuda::attention_prefill(q, L.k_cache + off, L.v_cache + off, attn, T, pos0, L.H, L.Hkv, Dh, S,
-                                         stream));
+        cuda::QueryRope rope;  // q unrotated in the projection's rows when rope_qkv_write skipped it
+        if (r.skip_q) rope = {rope_cos, rope_sin, nqkv};
+        DUET_TRY(cuda::attention_prefill(r.skip_q ? reinterpret_cast<const bf16*>(qkv) : q, L.k_cache + off,
+                                         L.v_cache + off, attn, T, pos0, L.H, L.Hkv, Dh, S, stream, rope));
       }
       mark("attention");
       if (merge_in_out) {

@@ -341,8 +341,13 @@ Result<bool> device_has_wgmma() {
 
 }  // namespace
 
+Result<bool> attention_prefill_rotates_q(int Dh) {
+  if (Dh != 128) return false;
+  return device_has_wgmma();
+}
+
 Status attention_prefill(const bf16* q, const bf16* k, const bf16* v, bf16* out, int T, int pos0, int H, int Hkv,
-                         int Dh, int S, cudaStream_t stream, PrefillAttentionKernel kernel) {
+                         int Dh, int S, cudaStream_t stream, const QueryRope& rope, PrefillAttentionKernel kernel) {
   if (Hkv <= 0 || H % Hkv != 0) return make_error("attention_prefill: H=", H, " not a multiple of Hkv=", Hkv);
   if (static_cast<int64_t>(Hkv) * S * Dh > INT32_MAX) {
     return make_error("attention_prefill: a cache of ", Hkv, " x ", S, " x ", Dh, " elements exceeds 2^31");
@@ -350,11 +355,12 @@ Status attention_prefill(const bf16* q, const bf16* k, const bf16* v, bf16* out,
   if (kernel != PrefillAttentionKernel::MmaSync && Dh == 128) {
     auto wgmma = device_has_wgmma();
     DUET_TRY(wgmma);
-    if (wgmma.value()) return attention_prefill_wgmma(q, k, v, out, T, pos0, H, Hkv, S, stream);
+    if (wgmma.value()) return attention_prefill_wgmma(q, k, v, out, T, pos0, H, Hkv, S, rope, stream);
   }
   if (kernel == PrefillAttentionKernel::Wgmma) {
     return make_error("attention_prefill: the wgmma kernel needs head_dim 128 on compute capability 9.0");
   }
+  if (rope.cos) return make_error("attention_prefill: rotating q on load needs the wgmma kernel");
   if (Dh == 64) return launch<64>(q, k, v, out, T, pos0, H, Hkv, S, stream);
   if (Dh == 128) return launch<128>(q, k, v, out, T, pos0, H, Hkv, S, stream);
   return make_error("attention_prefill: head_dim ", Dh, " unsupported (expected 64 or 128)");

@@ -10,12 +10,15 @@
 // of 128 keys are double-buffered through cp.async by all threads. Warpgroup 1 starts its S only when
 // warpgroup 0's is done, so one's softmax overlaps the other's GEMMs. The online softmax is the one of
 // attention_prefill.cu (log2 domain, O rescaled only when a row max grows by more than 2^kMaxGrowth).
+// Given RoPE tables, the kernel rotates q as it stages it, straight from the QKV projection's rows, and
+// rope_qkv_write leaves q alone.
 #include "kernels/cuda/attention_prefill_wgmma.cuh"
 
 #include <cmath>
 #include <cstdint>
 
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/rope.cuh"
 
 namespace duet::cuda {
 namespace {
@@ -121,13 +124,13 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
-// q [T,H,128], k/v [Hkv,S,128], out [T,H*128], all bf16: out = causal softmax(q k^T / sqrt(128)) v per head.
-__global__ __launch_bounds__(kThreads, 1) void attention_prefill_wgmma_kernel(const bf16* __restrict__ q,
-                                                                              const bf16* __restrict__ k,
-                                                                              const bf16* __restrict__ v,
-                                                                              bf16* __restrict__ out, int T,
-                                                                              int pos0, int H, int Hkv, int S,
-                                                                              float scale_log2) {
+// q rows of q_stride elements, head h at column 128h; k/v [Hkv,S,128]; out [T,H*128]; all bf16: out = causal
+// softmax(q k^T / sqrt(128)) v per head. kRopeQ: q is unrotated, and rotated on load with cos/sin [S,64] f32.
+template <bool kRopeQ>
+__global__ __launch_bounds__(kThreads, 1) void attention_prefill_wgmma_kernel(
+    const bf16* __restrict__ q, int64_t q_stride, const float* __restrict__ rope_cos,
+    const float* __restrict__ rope_sin, const bf16* __restrict__ k, const bf16* __restrict__ v,
+    bf16* __restrict__ out, int T, int pos0, int H, int Hkv, int S, float scale_log2) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   pdl_wait();
   pdl_launch_dependents();
@@ -141,17 +144,11 @@ __global__ __launch_bounds__(kThreads, 1) void attention_prefill_wgmma_kernel(co
   const int gr = lane / 4, c = lane % 4;
   const int n_keys = pos0 + min(T, (qb + 1) * kBlockQ);  // keys visible to the block's last row
   const int n_tiles = (n_keys + kBlockK - 1) / kBlockK;
-  const int64_t q_stride = static_cast<int64_t>(H) * kDh;
+  const int64_t out_stride = static_cast<int64_t>(H) * kDh;
 
   // Each thread copies 16-byte chunk ld_ch of rows ld_row, ld_row + 16, ... of every tile.
-  constexpr int kChunks = kDh / 8, kLdRows = kThreads / kChunks;
+  constexpr int kChunks = kDh / 8, kLdRows = kThreads / kChunks, kQLoads = kBlockQ / kLdRows;
   const int ld_ch = threadIdx.x % kChunks, ld_row = threadIdx.x / kChunks;
-#pragma unroll
-  for (int i = 0; i < kBlockQ / kLdRows; ++i) {
-    const int r = ld_row + i * kLdRows, row = qb * kBlockQ + r;
-    const bf16* src = q + (row < T ? row * q_stride + static_cast<int64_t>(h) * kDh + ld_ch * 8 : 0);
-    cp_async_16(qs + swizzled(r, ld_ch, kQHalfBytes), src, row < T);
-  }
   // Tile t goes to stage t % kStages, one commit group per call (empty past the last tile). 32-bit element
   // offsets: the launcher checks Hkv * S * Dh < 2^31.
   auto load_tile = [&](int t) {
@@ -168,7 +165,47 @@ __global__ __launch_bounds__(kThreads, 1) void attention_prefill_wgmma_kernel(co
     }
     asm volatile("cp.async.commit_group;" ::: "memory");
   };
-  load_tile(0);  // the Q tile joins tile 0's group
+  if constexpr (kRopeQ) {
+    // K/V tile 0 goes out first: these q loads wait in registers. Chunk ld_ch holds RoPE pairs (frequencies)
+    // 4 ld_ch .. 4 ld_ch + 3. Every load goes out first, then the rotations into shared memory (the proxy
+    // fence and barrier of the first tile publish them).
+    load_tile(0);
+    uint4 raw[kQLoads];
+    float4 cs[kQLoads], sn[kQLoads];
+#pragma unroll
+    for (int i = 0; i < kQLoads; ++i) {
+      const int row = qb * kBlockQ + ld_row + i * kLdRows;
+      const int64_t at = static_cast<int64_t>(pos0 + (row < T ? row : 0)) * (kDh / 2) + ld_ch * 4;
+      const bf16* src = q + row * q_stride + static_cast<int64_t>(h) * kDh + ld_ch * 8;
+      raw[i] = row < T ? *reinterpret_cast<const uint4*>(src) : make_uint4(0, 0, 0, 0);
+      cs[i] = *reinterpret_cast<const float4*>(rope_cos + at);
+      sn[i] = *reinterpret_cast<const float4*>(rope_sin + at);
+    }
+#pragma unroll
+    for (int i = 0; i < kQLoads; ++i) {
+      const __nv_bfloat162* x = reinterpret_cast<const __nv_bfloat162*>(&raw[i]);
+      const float c4[4] = {cs[i].x, cs[i].y, cs[i].z, cs[i].w}, s4[4] = {sn[i].x, sn[i].y, sn[i].z, sn[i].w};
+      uint32_t rotated[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 pair = __bfloat1622float2(x[j]);
+        const float2 r = rotate_pair(pair.x, pair.y, c4[j], s4[j]);
+        rotated[j] = pack_bf16(r.x, r.y);
+      }
+      const uint32_t dst = qs + swizzled(ld_row + i * kLdRows, ld_ch, kQHalfBytes);
+      asm volatile("st.shared.v4.b32 [%0], {%1,%2,%3,%4};" ::"r"(dst), "r"(rotated[0]), "r"(rotated[1]),
+                   "r"(rotated[2]), "r"(rotated[3])
+                   : "memory");
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < kQLoads; ++i) {
+      const int r = ld_row + i * kLdRows, row = qb * kBlockQ + r;
+      const bf16* src = q + (row < T ? row * q_stride + static_cast<int64_t>(h) * kDh + ld_ch * 8 : 0);
+      cp_async_16(qs + swizzled(r, ld_ch, kQHalfBytes), src, row < T);
+    }
+    load_tile(0);  // the Q tile joins tile 0's group
+  }
 
   const int group_row0 = qb * kBlockQ + group * kGroupRows;
   const int group_pos0 = pos0 + group_row0;         // position of the warpgroup's first row
@@ -296,7 +333,7 @@ __global__ __launch_bounds__(kThreads, 1) void attention_prefill_wgmma_kernel(co
     }
   }
   asm volatile("bar.sync %0, 128;" ::"r"(bar) : "memory");
-  bf16* obase = out + static_cast<int64_t>(group_row0) * q_stride + static_cast<int64_t>(h) * kDh;
+  bf16* obase = out + static_cast<int64_t>(group_row0) * out_stride + static_cast<int64_t>(h) * kDh;
   for (int e = threadIdx.x % 128; e < kGroupRows * kChunks; e += 128) {
     const int r = e / kChunks, ch = e % kChunks;
     if (group_row0 + r >= T) break;  // rows ascend with e
@@ -304,25 +341,36 @@ __global__ __launch_bounds__(kThreads, 1) void attention_prefill_wgmma_kernel(co
     asm volatile("ld.shared.v4.b32 {%0,%1,%2,%3}, [%4];"
                  : "=r"(val.x), "=r"(val.y), "=r"(val.z), "=r"(val.w)
                  : "r"(qs + swizzled(group * kGroupRows + r, ch, kQHalfBytes)));
-    *reinterpret_cast<uint4*>(obase + r * q_stride + ch * 8) = val;
+    *reinterpret_cast<uint4*>(obase + r * out_stride + ch * 8) = val;
   }
 #else
   __trap();  // built for sm_90a only; attention_prefill dispatches here on compute capability 9.0 alone
 #endif
 }
 
+template <bool kRopeQ>
+Status launch(const bf16* q, int64_t q_stride, const QueryRope& rope, const bf16* k, const bf16* v, bf16* out, int T,
+              int pos0, int H, int Hkv, int S, cudaStream_t stream) {
+  const dim3 grid(H, (T + kBlockQ - 1) / kBlockQ);  // heads fastest: every head's heaviest tile goes first
+  const float scale_log2 = kLog2e / std::sqrt(static_cast<float>(kDh));
+  DUET_CUDA_TRY(cudaFuncSetAttribute(attention_prefill_wgmma_kernel<kRopeQ>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemBytes)));
+  DUET_TRY(launch_kernel(attention_prefill_wgmma_kernel<kRopeQ>, grid, dim3(kThreads), kSmemBytes, stream, q,
+                         q_stride, rope.cos, rope.sin, k, v, out, T, pos0, H, Hkv, S, scale_log2));
+  DUET_CUDA_TRY(cudaGetLastError());
+  return ok_status();
+}
+
 }  // namespace
 
 Status attention_prefill_wgmma(const bf16* q, const bf16* k, const bf16* v, bf16* out, int T, int pos0, int H,
-                               int Hkv, int S, cudaStream_t stream) {
-  const dim3 grid(H, (T + kBlockQ - 1) / kBlockQ);  // heads fastest: every head's heaviest tile goes first
-  const float scale_log2 = kLog2e / std::sqrt(static_cast<float>(kDh));
-  DUET_CUDA_TRY(cudaFuncSetAttribute(attention_prefill_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(kSmemBytes)));
-  DUET_TRY(launch_kernel(attention_prefill_wgmma_kernel, grid, dim3(kThreads), kSmemBytes, stream, q, k, v, out, T,
-                         pos0, H, Hkv, S, scale_log2));
-  DUET_CUDA_TRY(cudaGetLastError());
-  return ok_status();
+                               int Hkv, int S, const QueryRope& rope, cudaStream_t stream) {
+  if (!rope.cos) return launch<false>(q, static_cast<int64_t>(H) * kDh, rope, k, v, out, T, pos0, H, Hkv, S, stream);
+  if (!rope.sin || rope.row_stride < static_cast<int64_t>(H) * kDh || rope.row_stride % 8 != 0) {
+    return make_error("attention_prefill: q rows of ", rope.row_stride, " elements cannot hold ", H,
+                      " heads of 128 (or are not 16-byte aligned), or no sine table");
+  }
+  return launch<true>(q, rope.row_stride, rope, k, v, out, T, pos0, H, Hkv, S, stream);
 }
 
 }  // namespace duet::cuda

@@ -47,6 +47,9 @@ struct RopeQkvArgs {
   bf16* k_cache = nullptr;
   bf16* v_cache = nullptr;
   int T = 0, H = 0, Hkv = 0, Dh = 0, S = 0;
+  // Prompts (qkv_bf16) without bias or q norm: q is neither rotated nor written (q unused); attention_prefill
+  // rotates it as it loads it (QueryRope).
+  bool skip_q = false;
 };
 Status rope_qkv_write(const RopeQkvArgs& args, cudaStream_t stream);
 
@@ -139,10 +142,20 @@ Status attention_decode_split_kv(const AttentionDecodeArgs& args, cudaStream_t s
 // bf16; k/v [Hkv,S,Dh] bf16 (one sequence's cache, Hkv*S*Dh < 2^31); out [T,H*Dh] bf16. Dh in {64,128}.
 // Auto runs Dh = 128 on warpgroup MMA (wgmma) on compute capability 9.0 and everything else on mma.sync;
 // the other two force one kernel (tests; Wgmma needs Dh = 128 on compute capability 9.0).
+// With rope.cos set, q is instead the unrotated q columns of the fused QKV projection (row stride
+// rope.row_stride elements), rotated as the kernel loads them with cos/sin [S,Dh/2] f32 at positions
+// pos0 + t, adjacent pairs as in rope_qkv_write; only the wgmma kernel does this (attention_prefill_rotates_q).
 enum class PrefillAttentionKernel { Auto, MmaSync, Wgmma };
+struct QueryRope {
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+  int64_t row_stride = 0;
+};
 Status attention_prefill(const bf16* q, const bf16* k, const bf16* v, bf16* out, int T, int pos0, int H, int Hkv,
-                         int Dh, int S, cudaStream_t stream,
+                         int Dh, int S, cudaStream_t stream, const QueryRope& rope = {},
                          PrefillAttentionKernel kernel = PrefillAttentionKernel::Auto);
+// Whether attention_prefill's Auto kernel takes a QueryRope at head dim Dh on the current device.
+Result<bool> attention_prefill_rotates_q(int Dh);
 
 // token_log_probs: log_probs[r] = logits[r,targets[r]] - logsumexp(logits[r,:]); argmax[r] = lowest index of
 // max(logits[r,:]). logits [rows,V] f32; targets, argmax [rows] int32; log_probs [rows] f32.

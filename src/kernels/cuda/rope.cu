@@ -68,7 +68,7 @@ __global__ void rope_qkv_write_block_kernel(RopeQkvArgs a) {
 // loaded once for all its heads, and the heads' loads are all in flight together: the chain per warp is
 // two round trips (row and position, then cos/sin) for 8 heads. With a warp per (token, head) and two heads
 // in flight it was two round trips per 2 heads, and HBM ran at ~1.8 TB/s (1.79 ms per 2048-token llama2-7b
-// prompt).
+// prompt). With skip_q the runs cover the k and v heads only.
 template <bool kBf16In>
 __global__ __launch_bounds__(kRopeWarps * 32) void rope_qkv_write_kernel(RopeQkvArgs a) {
   pdl_wait();
@@ -76,11 +76,12 @@ __global__ __launch_bounds__(kRopeWarps * 32) void rope_qkv_write_kernel(RopeQkv
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int Dh = a.Dh, d0 = 4 * lane;
   const bool active = d0 < Dh;
-  const int heads = a.H + 2 * a.Hkv, width = heads * Dh, runs = (heads + kRunHeads - 1) / kRunHeads;
+  const int heads = a.H + 2 * a.Hkv, width = heads * Dh;
+  const int first = a.skip_q ? a.H : 0, runs = (heads - first + kRunHeads - 1) / kRunHeads;
   const int64_t items = static_cast<int64_t>(a.T) * runs;
   for (int64_t item = static_cast<int64_t>(blockIdx.x) * kRopeWarps + warp; item < items;
        item += static_cast<int64_t>(gridDim.x) * kRopeWarps) {
-    const int t = static_cast<int>(item / runs), h0 = static_cast<int>(item % runs) * kRunHeads;
+    const int t = static_cast<int>(item / runs), h0 = first + static_cast<int>(item % runs) * kRunHeads;
     const int n = min(kRunHeads, heads - h0);
     float4 v[kRunHeads];
 #pragma unroll
@@ -135,12 +136,14 @@ Status rope_qkv_write(const RopeQkvArgs& args, cudaStream_t stream) {
   if (args.Dh % 32 != 0 || args.Dh > 128) {
     return make_error("rope_qkv_write: head_dim ", args.Dh, " unsupported (expected 32, 64, 96 or 128)");
   }
+  const int first = args.skip_q ? args.H : 0;
   if (args.T <= kGemvMaxRows && !args.qkv_bf16) {
+    if (args.skip_q) return make_error("rope_qkv_write: skip_q is for prompts (bf16 input)");
     const dim3 grid(args.H + 2 * args.Hkv, args.T);
     DUET_TRY(launch_kernel(rope_qkv_write_block_kernel, grid, dim3(args.Dh), args.Dh * sizeof(float), stream, args));
     return ok_status();
   }
-  const int64_t items = static_cast<int64_t>(args.T) * ((args.H + 2 * args.Hkv + kRunHeads - 1) / kRunHeads);
+  const int64_t items = static_cast<int64_t>(args.T) * ((args.H + 2 * args.Hkv - first + kRunHeads - 1) / kRunHeads);
   const int blocks = static_cast<int>(std::min<int64_t>((items + kRopeWarps - 1) / kRopeWarps, 1 << 16));
   auto kernel = args.qkv_bf16 ? rope_qkv_write_kernel<true> : rope_qkv_write_kernel<false>;
   DUET_TRY(launch_kernel(kernel, dim3(blocks), dim3(kRopeWarps * 32), 0, stream, args));
