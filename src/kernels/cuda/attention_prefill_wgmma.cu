@@ -166,17 +166,17 @@ __global__ __launch_bounds__(kThreads, 1) void attention_prefill_wgmma_kernel(
     asm volatile("cp.async.commit_group;" ::: "memory");
   };
   if constexpr (kRopeQ) {
-    // K/V tile 0 goes out first: these q loads wait in registers. Chunk ld_ch holds RoPE pairs (frequencies)
-    // 4 ld_ch .. 4 ld_ch + 3. Every load goes out first, then the rotations into shared memory (the proxy
-    // fence and barrier of the first tile publish them).
+    // K/V tile 0's copies go out before the q loads, which wait in registers. Chunk ld_ch holds RoPE pairs
+    // (frequencies) 4 ld_ch .. 4 ld_ch + 3. All q and cos/sin loads are issued, then the rotations go into
+    // shared memory (the proxy fence and barrier of the first tile publish them).
     load_tile(0);
     uint4 raw[kQLoads];
     float4 cs[kQLoads], sn[kQLoads];
 #pragma unroll
     for (int i = 0; i < kQLoads; ++i) {
-      const int row = qb * kBlockQ + ld_row + i * kLdRows;
-      const int64_t at = static_cast<int64_t>(pos0 + (row < T ? row : 0)) * (kDh / 2) + ld_ch * 4;
-      const bf16* src = q + row * q_stride + static_cast<int64_t>(h) * kDh + ld_ch * 8;
+      const int row = qb * kBlockQ + ld_row + i * kLdRows, in_row = row < T ? row : 0;
+      const int64_t at = static_cast<int64_t>(pos0 + in_row) * (kDh / 2) + ld_ch * 4;
+      const bf16* src = q + in_row * q_stride + static_cast<int64_t>(h) * kDh + ld_ch * 8;
       raw[i] = row < T ? *reinterpret_cast<const uint4*>(src) : make_uint4(0, 0, 0, 0);
       cs[i] = *reinterpret_cast<const float4*>(rope_cos + at);
       sn[i] = *reinterpret_cast<const float4*>(rope_sin + at);
