@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/cuda/attention_prefill_common.cuh"
 #include "kernels/cuda/attention_prefill_wgmma.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.cuh"
@@ -24,14 +25,10 @@
 namespace duet::cuda {
 namespace {
 
+using namespace flash;
+
 constexpr int kBlockQ = 128, kWarps = 4, kThreads = 32 * kWarps, kPad = 8;
 constexpr int kWarpRows = kBlockQ / kWarps;  // 32: two m16 tiles per warp
-constexpr float kLog2e = 1.4426950408889634f;
-// The running max is raised only when a score exceeds it by more than this (log2 units): probabilities
-// stay <= 2^8, far from fp32/bf16 overflow, and the final division by the row sum cancels whichever max
-// was subtracted. O is then rescaled on a few tiles instead of on every one (4.05 -> 3.74 ms per 32
-// llama2-7b layers at T=2048 on an H100).
-constexpr float kMaxGrowth = 8.0f;
 
 // Keys per K/V tile (kBlockK) and tiles in flight (kStages). Dh=128 takes 32-key tiles: 32 scores per
 // thread instead of 64 leave ptxas room to schedule (3.54 -> 3.43 ms as above; 64-key tiles stay ahead on a
@@ -67,24 +64,6 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t* r, uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
-}
-
-// 16-byte global -> shared copy that bypasses registers; zero-fills when !valid (and then reads nothing).
-__device__ __forceinline__ void cp_async_16(uint32_t smem, const void* gmem, bool valid) {
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem), "l"(gmem), "r"(src_bytes) : "memory");
-}
-
-// exp2f without the denormal-range fixup: inputs are <= kMaxGrowth and results below 2^-126 may flush to 0.
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
 }
 
 template <int kDh>

@@ -17,11 +17,14 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/cuda/attention_prefill_common.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/rope.cuh"
 
 namespace duet::cuda {
 namespace {
+
+using namespace flash;
 
 constexpr int kDh = 128, kBlockQ = 128, kBlockK = 128, kStages = 2;
 constexpr int kThreads = 256;                   // two warpgroups
@@ -32,12 +35,10 @@ constexpr uint32_t kQBytes = 2 * kQHalfBytes, kKvTileBytes = 2 * kKvHalfBytes, k
 // Q + the K/V stages, and room to align the base to a swizzle pattern (dynamic shared memory is 16-byte
 // aligned; the swizzle is computed from address bits, so every tile must start on a 1024-byte boundary).
 constexpr size_t kSmemBytes = kQBytes + kStages * kStageBytes + kAtomBytes;
-constexpr float kLog2e = 1.4426950408889634f;
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
 constexpr int kGroupRows = 64;  // query rows per warpgroup (the wgmma M)
-constexpr float kMaxGrowth = 8.0f;
 
 // Byte offset of 16-byte chunk ch (dims 8ch..8ch+7) of row r in a swizzled tile of half_bytes per 64 dims.
 __device__ __forceinline__ uint32_t swizzled(int r, int ch, uint32_t half_bytes) {
@@ -48,11 +49,6 @@ __device__ __forceinline__ uint32_t swizzled(int r, int ch, uint32_t half_bytes)
 __device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t leading, uint32_t stride) {
   return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | static_cast<uint64_t>(leading >> 4) << 16 |
          static_cast<uint64_t>(stride >> 4) << 32 | 1ull << 62;
-}
-
-__device__ __forceinline__ void cp_async_16(uint32_t smem, const void* gmem, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem), "l"(gmem), "r"(valid ? 16 : 0)
-               : "memory");
 }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
@@ -110,17 +106,6 @@ __device__ __forceinline__ void wgmma_rs_trans_b(float (&d)[64], const uint32_t 
 #undef DUET_WGMMA_OUT64
 #undef DUET_WGMMA_RW
 #undef DUET_WGMMA_W
-
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
 
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
