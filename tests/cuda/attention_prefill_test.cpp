@@ -125,11 +125,11 @@ void check_case(cuda::PrefillAttentionKernel kernel, int Dh, int H, int Hkv, int
     }
   }
 
-  // The kernel's q input: q itself, or q_in in fused rows.
+  // The kernel's q input: q_in (== q unless rotate_q), in fused rows when rotate_q.
   const int64_t row_stride = rotate_q ? static_cast<int64_t>(H + 2 * Hkv) * Dh : static_cast<int64_t>(H) * Dh;
   std::vector<uint16_t> q_dev(static_cast<size_t>(T) * row_stride, nan);
   for (int t = 0; t < T; ++t) {
-    std::copy_n(&(rotate_q ? q_in : q)[static_cast<size_t>(t) * H * Dh], H * Dh, &q_dev[t * row_stride]);
+    std::copy_n(&q_in[static_cast<size_t>(t) * H * Dh], H * Dh, &q_dev[t * row_stride]);
   }
   const size_t out_n = static_cast<size_t>(T) * H * Dh;
   DeviceBuffer dq(q_dev.size() * 2), dk(k.size() * 2), dv(v.size() * 2), dout(out_n * 2);
