@@ -9,13 +9,21 @@ import sys
 duet = json.load(open(sys.argv[1]))
 peer = json.load(open(sys.argv[2]))
 torch_ms = {(r["shape"], r["lp_plan"], r["batch"]): r["ms_per_step"] for r in peer["results"]}
-print(f"\n{duet['device']}: copy bandwidth {duet['copy_bandwidth_bytes_per_s'] / 1e9:.0f} GB/s, "
-      f"context {duet['context']}; torch {peer['torch']} CUDA-graph peer")
-print("| shape | LP plan | B | duet ms/step | duet tok/s | % copy BW | LP speedup | torch ms/step | duet vs torch |")
-print("|---|---|---|---|---|---|---|---|---|")
+peer_ctx = peer["context"]
+
+
+def context_of(row):
+    # Rows carry their context since duet bench sweeps several; older files have one for the whole run.
+    return row.get("context", duet.get("context"))
+
+
+print(f"\n{duet['device']}: copy bandwidth {duet['copy_bandwidth_bytes_per_s'] / 1e9:.0f} GB/s; "
+      f"torch {peer['torch']} CUDA-graph peer at context {peer_ctx}")
+print("| shape | LP plan | ctx | B | duet ms/step | duet tok/s | % copy BW | LP speedup | torch ms/step | duet vs torch |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for r in duet["results"]:
-    key = (r["shape"], r["lp_plan"], r["batch"])
-    t = torch_ms.get(key)
-    print(f"| {r['shape']} | {r['lp_plan']} | {r['batch']} | {r['ms_per_step']:.3f} | {r['tokens_per_s']:.1f} | "
+    ctx = context_of(r)
+    t = torch_ms.get((r["shape"], r["lp_plan"], r["batch"])) if ctx == peer_ctx else None
+    print(f"| {r['shape']} | {r['lp_plan']} | {ctx} | {r['batch']} | {r['ms_per_step']:.3f} | {r['tokens_per_s']:.1f} | "
           f"{100 * r['copy_bw_fraction']:.1f} | {r['lp_speedup']:.3f} | "
           + (f"{t:.3f} | x{t / r['ms_per_step']:.2f} |" if t else "- | - |"))

@@ -49,7 +49,7 @@ struct BenchOptions : LpOptions {
   std::string shapes = "llama2-7b,smollm2-135m";
   std::string model;
   std::string batches = "1,16,64";
-  int ctx = 1024;
+  std::string contexts = "1024";
   int prefill = 2048;
   int steps = 50;
   bool baseline_only = false;
@@ -90,17 +90,29 @@ struct ModelSource {
   }
 };
 
-void run_bench(const BenchOptions& o) {
-  std::vector<int> batches;
-  for (const std::string& b : split_list(o.batches)) {
+// A comma-separated list of positive integers given to `flag`, e.g. "1,16,64".
+std::vector<int> parse_positive_list(const std::string& text, const std::string& flag, const std::string& example) {
+  std::vector<int> values;
+  for (const std::string& item : split_list(text)) {
+    size_t used = 0;
+    int value = 0;
     try {
-      batches.push_back(std::stoi(b));
+      value = std::stoi(item, &used);
     } catch (...) {
-      fail("bad --batch entry '" + b + "' (expected a list like 1,16,64)");
+      used = 0;
     }
-    if (batches.back() < 1) fail("--batch entries must be positive");
+    if (used != item.size() || value < 1) {
+      fail("bad " + flag + " entry '" + item + "' (expected positive integers, like " + example + ")");
+    }
+    values.push_back(value);
   }
-  if (batches.empty()) fail("--batch is empty");
+  if (values.empty()) fail(flag + " is empty");
+  return values;
+}
+
+void run_bench(const BenchOptions& o) {
+  const std::vector<int> batches = parse_positive_list(o.batches, "--batch", "1,16,64");
+  const std::vector<int> contexts = parse_positive_list(o.contexts, "--ctx", "512,1024,4096");
   const int max_batch = *std::max_element(batches.begin(), batches.end());
 
   std::vector<ModelSource> sources;
@@ -117,6 +129,15 @@ void run_bench(const BenchOptions& o) {
     }
   }
   const LpPlan custom_plan = value_or_fail(o.plan());  // replaces each shape's default plans when given
+  // Each decode model holds its cache at ctx + 8 positions (the cache never fills during the timed steps).
+  for (const ModelSource& src : sources) {
+    for (int ctx : contexts) {
+      if (ctx + 8 > src.config.max_context) {
+        fail(str_cat("--ctx ", ctx, " is too long for ", src.name, ": at most ", src.config.max_context - 8,
+                     " (its context of ", src.config.max_context, ", less 8 positions of slack)"));
+      }
+    }
+  }
 
   const std::string device = cuda_device_name();
   std::fprintf(stderr, "duet bench on %s: measuring copy bandwidth (2 GiB device-to-device)...\n", device.c_str());
@@ -181,59 +202,65 @@ void run_bench(const BenchOptions& o) {
         }
       }
     }
-    std::map<int, double> baseline_ms;
+    std::map<std::pair<int, int>, double> baseline_ms;  // (ctx, B) -> ms per step
     for (const auto& [plan_name, plan] : plans) {
       const double prefill_ms = prefill_ms_of[plan_name], prefill_tflops = prefill_tflops_of[plan_name];
-      CudaModelOptions opt;
-      opt.max_batch = max_batch;
-      opt.max_context = o.ctx + 8;
-      opt.max_prefill = 64;
-      auto model = value_or_fail(src.build(plan, opt, o.seed));
-      const int depth = model->depth();
-      for (int B : batches) {
-        for (int b = 0; b < B; ++b) check_or_fail(model->set_length(b, o.ctx));
-        const double ms = value_or_fail(model->time_decode(B, 5, o.steps));
-        Row r;
-        r.shape = src.name;
-        r.plan = plan_name;
-        r.depth = depth;
-        r.batch = B;
-        r.ctx = o.ctx;
-        r.ms = ms;
-        r.tok_s = B * 1e3 / ms;
-        r.bytes = model->decode_step_bytes(B, o.ctx);
-        r.bw_frac = r.bytes / (ms * 1e-3) / bw;
-        if (plan.empty()) baseline_ms[B] = ms;
-        r.speedup = baseline_ms.count(B) ? baseline_ms[B] / ms : 0;
-        r.prefill_tokens = o.prefill;
-        r.prefill_ms = prefill_ms;
-        r.prefill_tok_s = prefill_ms > 0 ? o.prefill * 1e3 / prefill_ms : 0;
-        r.prefill_tflops = prefill_tflops;
-        std::fprintf(stderr, "  %-14s lp=%-8s L=%-3d B=%-3d %8.3f ms/step %9.1f tok/s %5.1f%% of copy BW  x%.3f\n",
-                     r.shape.c_str(), r.plan.c_str(), r.depth, B, ms, r.tok_s, 100 * r.bw_frac, r.speedup);
-        rows.push_back(r);
+      // One model per context: the decode attention's chunks are sized from the cache length, so a model
+      // built for the longest context would split a short one into too few chunks.
+      for (int ctx : contexts) {
+        CudaModelOptions opt;
+        opt.max_batch = max_batch;
+        opt.max_context = ctx + 8;
+        opt.max_prefill = 64;
+        auto model = value_or_fail(src.build(plan, opt, o.seed));
+        const int depth = model->depth();
+        for (int B : batches) {
+          for (int b = 0; b < B; ++b) check_or_fail(model->set_length(b, ctx));
+          const double ms = value_or_fail(model->time_decode(B, 5, o.steps));
+          Row r;
+          r.shape = src.name;
+          r.plan = plan_name;
+          r.depth = depth;
+          r.batch = B;
+          r.ctx = ctx;
+          r.ms = ms;
+          r.tok_s = B * 1e3 / ms;
+          r.bytes = model->decode_step_bytes(B, ctx);
+          r.bw_frac = r.bytes / (ms * 1e-3) / bw;
+          if (plan.empty()) baseline_ms[{ctx, B}] = ms;
+          r.speedup = baseline_ms.count({ctx, B}) ? baseline_ms[{ctx, B}] / ms : 0;
+          r.prefill_tokens = o.prefill;
+          r.prefill_ms = prefill_ms;
+          r.prefill_tok_s = prefill_ms > 0 ? o.prefill * 1e3 / prefill_ms : 0;
+          r.prefill_tflops = prefill_tflops;
+          std::fprintf(stderr,
+                       "  %-14s lp=%-8s L=%-3d ctx=%-5d B=%-3d %8.3f ms/step %9.1f tok/s %5.1f%% of copy BW  x%.3f\n",
+                       r.shape.c_str(), r.plan.c_str(), r.depth, ctx, B, ms, r.tok_s, 100 * r.bw_frac, r.speedup);
+          rows.push_back(r);
+        }
       }
     }
   }
 
-  std::printf("\nduet bench: %s, copy bandwidth %.0f GB/s, context %d, bf16, CUDA graphs\n", device.c_str(), bw / 1e9,
-              o.ctx);
-  std::printf("| shape | LP plan | L | B | ms/step | tok/s | GB/step | %% copy BW | LP speedup | prefill %d tok/s | prefill TFLOP/s |\n",
+  std::printf("\nduet bench: %s, copy bandwidth %.0f GB/s, bf16, CUDA graphs\n", device.c_str(), bw / 1e9);
+  std::printf("| shape | LP plan | L | ctx | B | ms/step | tok/s | GB/step | %% copy BW | LP speedup | prefill %d tok/s | "
+              "prefill TFLOP/s |\n",
               o.prefill);
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Row& r : rows) {
-    std::printf("| %s | %s | %d | %d | %.3f | %.1f | %.2f | %.1f | %.3f | %.0f | %.0f |\n", r.shape.c_str(),
-                r.plan.c_str(), r.depth, r.batch, r.ms, r.tok_s, r.bytes / 1e9, 100 * r.bw_frac, r.speedup,
+    std::printf("| %s | %s | %d | %d | %d | %.3f | %.1f | %.2f | %.1f | %.3f | %.0f | %.0f |\n", r.shape.c_str(),
+                r.plan.c_str(), r.depth, r.ctx, r.batch, r.ms, r.tok_s, r.bytes / 1e9, 100 * r.bw_frac, r.speedup,
                 r.prefill_tok_s, r.prefill_tflops);
   }
   if (!o.json_path.empty()) {
     nlohmann::json j;
     j["device"] = device;
     j["copy_bandwidth_bytes_per_s"] = bw;
-    j["context"] = o.ctx;
+    j["contexts"] = contexts;
     j["prefill_tokens"] = o.prefill;
     for (const Row& r : rows) {
-      j["results"].push_back({{"shape", r.shape}, {"lp_plan", r.plan}, {"depth", r.depth}, {"batch", r.batch},
+      j["results"].push_back({{"shape", r.shape}, {"lp_plan", r.plan}, {"depth", r.depth}, {"context", r.ctx},
+                              {"batch", r.batch},
                               {"ms_per_step", r.ms}, {"tokens_per_s", r.tok_s}, {"bytes_per_step", r.bytes},
                               {"copy_bw_fraction", r.bw_frac}, {"lp_speedup", r.speedup},
                               {"prefill_ms", r.prefill_ms}, {"prefill_tokens_per_s", r.prefill_tok_s},
@@ -255,7 +282,8 @@ void add_bench_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("-m,--model", options->model, "benchmark this model file instead of random-weight shapes");
   cmd->add_option("--batch", options->batches, "batch sizes to sweep, comma-separated")->capture_default_str();
-  cmd->add_option("--ctx", options->ctx, "context length (cached positions) of each decode step")->capture_default_str();
+  cmd->add_option("--ctx", options->contexts, "context lengths (cached positions) of the decode steps, comma-separated")
+      ->capture_default_str();
   cmd->add_option("--prefill", options->prefill, "prompt length for the prefill measurement (0: skip)")
       ->capture_default_str();
   cmd->add_option("--steps", options->steps, "timed decode steps per configuration")->capture_default_str();

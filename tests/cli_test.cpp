@@ -119,5 +119,20 @@ TEST_F(CliTest, LogitsWritesNpyOfPromptPositionsByVocab) {
   EXPECT_EQ(std::filesystem::file_size(out), 128u + 5 * 300 * 4);
 }
 
+// `duet bench` checks its sweep lists and shapes before it touches a GPU, so this runs on CI's machine too
+// (built with CUDA, no GPU). A build without CUDA answers with its own one-line error instead.
+TEST_F(CliTest, BenchRejectsBadSweepsBeforeUsingTheGpu) {
+  const Outcome probe = run_duet("bench --ctx 1024,abc");
+  if (probe.err.find("built without CUDA") != std::string::npos) {
+    expect_one_line_error(probe, "built without CUDA");
+    return;
+  }
+  expect_one_line_error(probe, "bad --ctx entry 'abc'");
+  expect_one_line_error(run_duet("bench --batch 1,0"), "bad --batch entry '0'");
+  expect_one_line_error(run_duet("bench --batch ''"), "--batch is empty");
+  expect_one_line_error(run_duet("bench --shape llama2-7b --ctx 512,8190"), "--ctx 8190 is too long for llama2-7b");
+  expect_one_line_error(run_duet("bench --shape llama9-1t"), "unknown shape 'llama9-1t'");
+}
+
 }  // namespace
 }  // namespace duet

@@ -10,7 +10,7 @@
 #
 # Binaries: $DUET_GPU_BIN (default .gpubin, prebuilt by tools/gpu/pack_binaries.sh
 # because the GPU image lacks the CPU-side libraries) or a build dir with them.
-# Logs and JSON go to $OUT (the device tool's return folder) or /tmp/duet_gpu.
+# Logs (as logs.tgz) and JSON go to $OUT (the device tool's return folder) or /tmp/duet_gpu.
 set -u -o pipefail
 mode=${1:-all}
 BIN=${DUET_GPU_BIN:-.gpubin}
@@ -38,12 +38,16 @@ if [[ $mode == bench || $mode == all ]]; then
   echo "== $cmd"
   $cmd > "$OUT/duet_bench.md" 2> "$OUT/duet_bench.log" || status=1
   tail -n 4 "$OUT/duet_bench.log"
+  # Context lengths: the same step at a short, the sweep's and a long cache (no prompts, no peer).
+  ctx_cmd="$BIN/duet_bench bench --shape llama2-7b,llama3-8b,smollm2-135m --batch 1,16 --ctx 256,1024,4096 --prefill 0 --steps 300 --json $OUT/duet_bench_ctx.json"
+  echo "== $ctx_cmd"
+  $ctx_cmd > "$OUT/duet_bench_ctx.md" 2> "$OUT/duet_bench_ctx.log" || status=1
   echo "== torch peer"
   PEER=${DUET_PEER_CONFIGS:-llama2-7b:none:1 llama2-7b:14:28:1 llama2-7b:none:64 llama2-7b:14:28:64 smollm2-135m:none:1 smollm2-135m:10:26:1 llama3-8b:none:1}
   args=()
   for c in $PEER; do args+=(--config "$c"); done
   python3 bench/torch_peer.py "${args[@]}" --ctx 1024 --json "$OUT/torch_peer.json" 2>&1 | tee "$OUT/torch_peer.log" || status=1
-  cat "$OUT/duet_bench.md"
+  cat "$OUT/duet_bench.md" "$OUT/duet_bench_ctx.md"
   python3 bench/compare.py "$OUT/duet_bench.json" "$OUT/torch_peer.json" | tee "$OUT/compare.md" || status=1
 fi
 if [[ $mode == repeat ]]; then
@@ -55,5 +59,9 @@ if [[ $mode == repeat ]]; then
     "$BIN/duet_bench" bench --shape llama2-7b --batch 1 --prefill 2048 --steps 300 --baseline-only \
       2>/dev/null | tail -n 1 || status=1
   done
+fi
+# The device tool returns at most 8 files from $OUT: the logs travel as one archive.
+if compgen -G "$OUT/*.log" > /dev/null; then
+  tar -czf "$OUT/logs.tgz" -C "$OUT" $(cd "$OUT" && ls *.log) && rm -f "$OUT"/*.log
 fi
 exit $status
