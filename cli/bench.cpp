@@ -129,12 +129,13 @@ void run_bench(const BenchOptions& o) {
     }
   }
   const LpPlan custom_plan = value_or_fail(o.plan());  // replaces each shape's default plans when given
-  // Each decode model holds its cache at ctx + 8 positions (the cache never fills during the timed steps).
+  // Each decode model's cache holds ctx + kCacheSlack positions (it never fills during the timed steps).
+  constexpr int kCacheSlack = 8;
   for (const ModelSource& src : sources) {
     for (int ctx : contexts) {
-      if (ctx + 8 > src.config.max_context) {
-        fail(str_cat("--ctx ", ctx, " is too long for ", src.name, ": at most ", src.config.max_context - 8,
-                     " (its context of ", src.config.max_context, ", less 8 positions of slack)"));
+      if (ctx + kCacheSlack > src.config.max_context) {
+        fail(str_cat("--ctx ", ctx, " is too long for ", src.name, ": at most ", src.config.max_context - kCacheSlack,
+                     " (its context of ", src.config.max_context, ", less ", kCacheSlack, " positions of slack)"));
       }
     }
   }
@@ -210,7 +211,7 @@ void run_bench(const BenchOptions& o) {
       for (int ctx : contexts) {
         CudaModelOptions opt;
         opt.max_batch = max_batch;
-        opt.max_context = ctx + 8;
+        opt.max_context = ctx + kCacheSlack;
         opt.max_prefill = 64;
         auto model = value_or_fail(src.build(plan, opt, o.seed));
         const int depth = model->depth();
