@@ -9,9 +9,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
+#include <iterator>
 #include <sstream>
 
+#include "io/json_input.h"
 #include "io/quote.h"
 
 namespace duet {
@@ -34,35 +35,47 @@ std::optional<DType> dtype_from_safetensors(const std::string& s) {
   return std::nullopt;
 }
 
-Result<json> parse_json(const std::string& path, const char* begin, const char* end) {
-  try {
-    return json::parse(begin, end);
-  } catch (const json::parse_error& e) {
-    return make_error(path, ": invalid JSON: ", e.what());
-  }
+Result<std::string> read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return make_error(path, ": cannot open: ", std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
-// Reads one shard's header into `out` (tensors sorted by offset, i.e. file order).
-Status parse_shard(const MappedFile& file, std::vector<TensorInfo>* out) {
-  const std::string& path = file.path();
-  if (file.size() < 8) {
-    return make_error(path, ": file has ", file.size(),
+// A shard named by the index must sit beside it: a plain file name, so that an
+// index cannot point the loader at files elsewhere ("../x", "/dev/zero").
+bool is_plain_file_name(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+         name.find('\0') == std::string::npos;
+}
+
+}  // namespace
+
+Result<std::vector<TensorInfo>> parse_safetensors(const std::string& path, const uint8_t* file_data,
+                                                  uint64_t file_size) {
+  if (file_size < 8) {
+    return make_error(path, ": file has ", file_size,
                       " bytes, expected at least 8 (the safetensors header length)");
   }
   uint64_t header_len;
-  std::memcpy(&header_len, file.data(), 8);
-  if (header_len > kMaxHeaderBytes || header_len > file.size() - 8) {
-    return make_error(path, ": header length ", header_len, " exceeds the file (", file.size(),
+  std::memcpy(&header_len, file_data, 8);
+  if (header_len > kMaxHeaderBytes || header_len > file_size - 8) {
+    return make_error(path, ": header length ", header_len, " exceeds the file (", file_size,
                       " bytes) or the ", kMaxHeaderBytes, "-byte limit; not a safetensors file?");
   }
-  const char* header = reinterpret_cast<const char*>(file.data() + 8);
-  DUET_ASSIGN_OR_RETURN(const json root, parse_json(path, header, header + header_len));
+  const char* header = reinterpret_cast<const char*>(file_data + 8);
+  DUET_ASSIGN_OR_RETURN(const json root, parse_json_input(path, std::string_view(header, header_len)));
   if (!root.is_object()) return make_error(path, ": header is not a JSON object");
 
-  const uint64_t data_size = file.size() - 8 - header_len;
-  const uint8_t* data = file.data() + 8 + header_len;
-  const size_t first = out->size();
-  for (const auto& [name, entry] : root.items()) {
+  const uint64_t data_size = file_size - 8 - header_len;
+  const uint8_t* data = file_data + 8 + header_len;
+  std::vector<TensorInfo> out;
+  for (const auto& item : root.items()) {
+    // Named references, not a structured binding: the lambda below captures
+    // `name`, which clang before 16 does not allow for bindings.
+    const std::string& name = item.key();
+    const json& entry = item.value();
     if (name == "__metadata__") continue;
     const auto bad = [&](const auto&... what) {
       return make_error(path, ": tensor ", quote(name), ": ", what...);
@@ -101,7 +114,7 @@ Status parse_shard(const MappedFile& file, std::vector<TensorInfo>* out) {
     const uint64_t end = (*offsets_it)[1].get<uint64_t>();
     if (begin > end || end > data_size) {
       return bad("data_offsets [", begin, ", ", end, "] outside the data section of ", data_size,
-                 " bytes (file is ", file.size(), " bytes)");
+                 " bytes (file is ", file_size, " bytes)");
     }
     uint64_t expected = 0;
     if (__builtin_mul_overflow(numel, static_cast<uint64_t>(dtype_block_bytes(*dtype)),
@@ -112,22 +125,36 @@ Status parse_shard(const MappedFile& file, std::vector<TensorInfo>* out) {
     }
     info.data = data + begin;
     info.nbytes = end - begin;
-    out->push_back(std::move(info));
+    out.push_back(std::move(info));
   }
-  std::sort(out->begin() + static_cast<std::ptrdiff_t>(first), out->end(),
+  std::sort(out.begin(), out.end(),
             [](const TensorInfo& a, const TensorInfo& b) { return a.data < b.data; });
-  return ok_status();
+  return out;
 }
 
-Result<std::string> read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return make_error(path, ": cannot open: ", std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
+Result<SafetensorsIndex> parse_safetensors_index(const std::string& path, std::string_view text) {
+  DUET_ASSIGN_OR_RETURN(const json index, parse_json_input(path, text));
+  const auto map_it = index.is_object() ? index.find("weight_map") : index.end();
+  if (!index.is_object() || map_it == index.end() || !map_it->is_object()) {
+    return make_error(path, ": expected an object with a \"weight_map\" object");
+  }
+  SafetensorsIndex out;
+  for (const auto& [tensor, shard] : map_it->items()) {
+    if (!shard.is_string()) {
+      return make_error(path, ": weight_map entry for ", quote(tensor), " is not a file name");
+    }
+    const std::string file = shard.get<std::string>();
+    if (!is_plain_file_name(file)) {
+      return make_error(path, ": weight_map puts tensor ", quote(tensor), " in ", quote(file),
+                        ", expected a file name in the index's directory");
+    }
+    // Each distinct shard once, in order of first mention.
+    const auto it = std::find(out.shards.begin(), out.shards.end(), file);
+    out.weight_map.emplace_back(tensor, static_cast<size_t>(it - out.shards.begin()));
+    if (it == out.shards.end()) out.shards.push_back(file);
+  }
+  return out;
 }
-
-}  // namespace
 
 Result<SafetensorsModel> SafetensorsModel::open(const std::string& path_arg) {
   std::error_code ec;
@@ -145,35 +172,18 @@ Result<SafetensorsModel> SafetensorsModel::open(const std::string& path_arg) {
   model.directory_ = path.parent_path().empty() ? "." : path.parent_path().string();
 
   // The shard files to read; for a single file, just that file.
-  std::vector<std::string> shard_names;
-  json weight_map;
+  SafetensorsIndex index;
   const std::string name = path.filename().string();
   const bool is_index = name.size() > 5 && name.ends_with(".json");
   if (is_index) {
     DUET_ASSIGN_OR_RETURN(const std::string text, read_text_file(path.string()));
-    DUET_ASSIGN_OR_RETURN(const json index,
-                          parse_json(path.string(), text.data(), text.data() + text.size()));
-    if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
-      return make_error(path.string(), ": expected an object with a \"weight_map\" object");
-    }
-    weight_map = index["weight_map"];
-    for (const auto& [tensor, shard] : weight_map.items()) {
-      if (!shard.is_string()) {
-        return make_error(path.string(), ": weight_map entry for ", quote(tensor),
-                          " is not a file name");
-      }
-      const std::string file = shard.get<std::string>();
-      // Open each distinct shard once, in order of first mention.
-      if (std::find(shard_names.begin(), shard_names.end(), file) == shard_names.end()) {
-        shard_names.push_back(file);
-      }
-    }
+    DUET_ASSIGN_OR_RETURN(index, parse_safetensors_index(path.string(), text));
   } else {
-    shard_names.push_back(name);
+    index.shards.push_back(name);
   }
 
   std::vector<size_t> shard_end;  // tensors_[shard_end[k-1], shard_end[k]) come from shard k
-  for (const std::string& shard : shard_names) {
+  for (const std::string& shard : index.shards) {
     const std::string shard_path = (fs::path(model.directory_) / shard).string();
     Result<MappedFile> file = MappedFile::open(shard_path);
     if (!file.ok()) {
@@ -182,7 +192,10 @@ Result<SafetensorsModel> SafetensorsModel::open(const std::string& path_arg) {
                         file.message(), ")");
     }
     model.shards_.push_back(std::make_unique<MappedFile>(std::move(file).value()));
-    DUET_TRY(parse_shard(*model.shards_.back(), &model.tensors_));
+    const MappedFile& mapped = *model.shards_.back();
+    DUET_ASSIGN_OR_RETURN(std::vector<TensorInfo> tensors,
+                          parse_safetensors(mapped.path(), mapped.data(), mapped.size()));
+    std::move(tensors.begin(), tensors.end(), std::back_inserter(model.tensors_));
     shard_end.push_back(model.tensors_.size());
   }
 
@@ -193,16 +206,13 @@ Result<SafetensorsModel> SafetensorsModel::open(const std::string& path_arg) {
     }
   }
   // The index must not promise tensors its shards do not hold where it says.
-  for (const auto& [tensor, shard] : weight_map.items()) {
+  for (const auto& [tensor, k] : index.weight_map) {
     const auto it = model.tensor_index_.find(tensor);
-    const size_t k = static_cast<size_t>(
-        std::find(shard_names.begin(), shard_names.end(), shard.get<std::string>()) -
-        shard_names.begin());
     const bool in_shard = it != model.tensor_index_.end() && it->second < shard_end[k] &&
                           (k == 0 || it->second >= shard_end[k - 1]);
     if (!in_shard) {
       return make_error(path.string(), ": weight_map puts tensor ", quote(tensor), " in ",
-                        quote(shard.get<std::string>()), ", but that shard does not contain it");
+                        quote(index.shards[k]), ", but that shard does not contain it");
     }
   }
   return model;

@@ -9,6 +9,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/result.h"
@@ -16,6 +18,19 @@
 #include "io/tensor_info.h"
 
 namespace duet {
+
+// Parses one safetensors file held by the caller (the fuzzer, tests): tensors
+// point into `data`, which must outlive them, sorted by offset. `name` stands
+// for the path in messages.
+Result<std::vector<TensorInfo>> parse_safetensors(const std::string& name, const uint8_t* data,
+                                                  uint64_t size);
+
+// model.safetensors.index.json: which shard file holds each tensor.
+struct SafetensorsIndex {
+  std::vector<std::string> shards;  // distinct plain file names, in order of first mention
+  std::vector<std::pair<std::string, size_t>> weight_map;  // tensor name -> index into shards
+};
+Result<SafetensorsIndex> parse_safetensors_index(const std::string& name, std::string_view text);
 
 class SafetensorsModel {
  public:

@@ -9,6 +9,10 @@ namespace duet {
 
 enum class Arch { Llama, Qwen2, Qwen3 };
 
+// Most layers a model may have (validate_config); also bounds LP plan layer
+// indices, so a plan file cannot name a billion pairs.
+inline constexpr int kMaxLayers = 1024;
+
 // How RoPE pairs the dimensions of a head.
 //   Interleaved: pairs (2i, 2i+1). GGUF llama checkpoints (the converter permutes Q/K rows).
 //   HalfSplit:   pairs (i, i + Dh/2). HF checkpoints, and qwen2/qwen3 in GGUF ("neox").

@@ -1,6 +1,8 @@
 #include "model/lp_plan.h"
 
+#include "io/quote.h"
 #include "io/text_file.h"
+#include "model/config.h"
 
 #include <algorithm>
 #include <cctype>
@@ -21,8 +23,9 @@ Result<int> parse_layer_index(const std::string& text, const std::string& contex
   const std::string t = trim(text);
   int value = 0;
   auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), value);
-  if (t.empty() || ec != std::errc() || end != t.data() + t.size() || value < 0) {
-    return make_error("bad LP plan '", context, "': '", t, "' is not a layer index (expected a non-negative integer)");
+  if (t.empty() || ec != std::errc() || end != t.data() + t.size() || value < 0 || value > kMaxLayers) {
+    return make_error("bad LP plan ", quote(context), ": ", quote(t), " is not a layer index (expected an integer in 0..",
+                      kMaxLayers, ")");
   }
   return value;
 }
@@ -42,15 +45,15 @@ std::string LpPlan::describe() const {
 Result<LpPlan> parse_lp_range(const std::string& text) {
   const size_t colon = text.find(':');
   if (colon == std::string::npos) {
-    return make_error("bad LP range '", text, "': expected START:END, e.g. 10:26");
+    return make_error("bad LP range ", quote(text), ": expected START:END, e.g. 10:26");
   }
   DUET_ASSIGN_OR_RETURN(int start, parse_layer_index(text.substr(0, colon), text));
   DUET_ASSIGN_OR_RETURN(int end, parse_layer_index(text.substr(colon + 1), text));
   if (end <= start) {
-    return make_error("bad LP range '", text, "': END (", end, ") must be greater than START (", start, ")");
+    return make_error("bad LP range ", quote(text), ": END (", end, ") must be greater than START (", start, ")");
   }
   if ((end - start) % 2 != 0) {
-    return make_error("bad LP range '", text, "': it spans ", end - start,
+    return make_error("bad LP range ", quote(text), ": it spans ", end - start,
                       " layers, an odd number; a range must hold whole pairs (END is exclusive)");
   }
   LpPlan plan;
@@ -67,7 +70,7 @@ Result<LpPlan> parse_lp_pairs(const std::string& text) {
     DUET_ASSIGN_OR_RETURN(int start, parse_layer_index(item, text));
     plan.pair_starts.push_back(start);
   }
-  if (plan.empty()) return make_error("bad LP pair list '", text, "': no layers named");
+  if (plan.empty()) return make_error("bad LP pair list ", quote(text), ": no layers named");
   std::sort(plan.pair_starts.begin(), plan.pair_starts.end());
   return plan;
 }

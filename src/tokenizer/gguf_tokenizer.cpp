@@ -9,6 +9,7 @@
 //   tokenizer.ggml.{bos,eos,eot,unknown}_token_id, add_bos_token, add_space_prefix
 //   tokenizer.chat_template     Jinja source
 #include "io/gguf.h"
+#include "io/quote.h"
 #include "tokenizer/tokenizer.h"
 
 namespace duet {
@@ -80,13 +81,13 @@ Result<Tokenizer> Tokenizer::from_gguf(const GgufFile& gguf) {
       const std::string& merge = (*merges)[rank];
       const size_t space = merge.find(' ', 1);
       if (space == std::string::npos) {
-        return make_error(gguf.path(), ": tokenizer.ggml.merges[", rank, "] = '", merge, "' is not 'left right'");
+        return make_error(gguf.path(), ": tokenizer.ggml.merges[", rank, "] = ", quote(merge), " is not 'left right'");
       }
       tok.merges_.add(std::string_view(merge).substr(0, space), std::string_view(merge).substr(space + 1),
                       static_cast<int32_t>(rank));
     }
   } else {
-    return make_error(gguf.path(), ": unsupported tokenizer.ggml.model '", *model, "' (supported: llama, gpt2)");
+    return make_error(gguf.path(), ": unsupported tokenizer.ggml.model ", quote(*model), " (supported: llama, gpt2)");
   }
 
   tok.bos_id_ = read_token_id(gguf, "tokenizer.ggml.bos_token_id", tok.bos_id_, n);

@@ -10,8 +10,8 @@
 #include <fstream>
 #include <sstream>
 
-#include <nlohmann/json.hpp>
-
+#include "io/json_input.h"
+#include "io/quote.h"
 #include "tokenizer/tokenizer.h"
 
 namespace duet {
@@ -55,7 +55,7 @@ Status add_pre_tokenizer(const json& node, PreTokenizerSpec& spec) {
   } else if (type == "Split") {
     const std::string behavior = node.value("behavior", "Isolated");
     if (behavior != "Isolated" || node.value("invert", false)) {
-      return make_error("tokenizer.json: Split behavior '", behavior, "' (or invert) is not supported; expected Isolated");
+      return make_error("tokenizer.json: Split behavior ", quote(behavior), " (or invert) is not supported; expected Isolated");
     }
     const json& pattern = node.at("pattern");
     if (pattern.contains("Regex")) {
@@ -75,7 +75,7 @@ Status add_pre_tokenizer(const json& node, PreTokenizerSpec& spec) {
     spec.add_space_prefix = node.contains("prepend_scheme") ? node.at("prepend_scheme").get<std::string>() != "never"
                                                            : node.value("add_prefix_space", true);
   } else {
-    return make_error("tokenizer.json: unsupported pre_tokenizer type '", type, "'");
+    return make_error("tokenizer.json: unsupported pre_tokenizer type ", quote(type));
   }
   return ok_status();
 }
@@ -93,7 +93,7 @@ Status add_normalizer(const json& node, PreTokenizerSpec& spec) {
   } else if (type == "NFC") {
     // Qwen2 declares NFC; llama.cpp does not normalise either, and ids must match it.
   } else {
-    return make_error("tokenizer.json: unsupported normalizer '", node.dump().substr(0, 120), "'");
+    return make_error("tokenizer.json: unsupported normalizer ", quote(node.dump()));
   }
   return ok_status();
 }
@@ -131,14 +131,20 @@ Result<Tokenizer> Tokenizer::from_hf_files(const std::string& tokenizer_json_pat
 }
 
 Result<Tokenizer> Tokenizer::from_hf_json(std::string_view tokenizer_json, std::string_view tokenizer_config_json) {
-  const json root = json::parse(tokenizer_json, nullptr, /*allow_exceptions=*/false);
-  if (root.is_discarded() || !root.is_object()) return make_error("tokenizer.json is not a valid JSON object");
+  Result<json> parsed_root = parse_json_input("tokenizer.json", tokenizer_json);
+  if (!parsed_root.ok() || !parsed_root->is_object()) {
+    return make_error("tokenizer.json is not a valid JSON object",
+                      parsed_root.ok() ? "" : " (" + parsed_root.message() + ")");
+  }
+  const json& root = *parsed_root;
   json config = json::object();
   if (!tokenizer_config_json.empty()) {
-    config = json::parse(tokenizer_config_json, nullptr, false);
-    if (config.is_discarded() || !config.is_object()) {
-      return make_error("tokenizer_config.json is not a valid JSON object");
+    Result<json> parsed_config = parse_json_input("tokenizer_config.json", tokenizer_config_json);
+    if (!parsed_config.ok() || !parsed_config->is_object()) {
+      return make_error("tokenizer_config.json is not a valid JSON object",
+                        parsed_config.ok() ? "" : " (" + parsed_config.message() + ")");
     }
+    config = std::move(*parsed_config);
   }
 
   // Wrong shapes deep inside the JSON surface as nlohmann exceptions; they
@@ -146,29 +152,51 @@ Result<Tokenizer> Tokenizer::from_hf_json(std::string_view tokenizer_json, std::
   try {
     const json& model = root.at("model");
     const std::string type = model.value("type", "BPE");
-    if (type != "BPE") return make_error("tokenizer.json: unsupported model type '", type, "' (supported: BPE)");
+    if (type != "BPE") return make_error("tokenizer.json: unsupported model type ", quote(type), " (supported: BPE)");
 
     Tokenizer tok;
+    // Ids index tables of n entries, so n is checked before anything is
+    // allocated: each id is an integer (a float id would be undefined
+    // behaviour to convert), and an id no entry names still costs a table
+    // slot, so n may not exceed the file's byte count (real vocabs are dense).
     int64_t n = 0;
-    for (const auto& [text, id] : model.at("vocab").items()) n = std::max<int64_t>(n, id.get<int64_t>() + 1);
-    const json added = root.value("added_tokens", json::array());
-    for (const json& t : added) n = std::max<int64_t>(n, t.at("id").get<int64_t>() + 1);
-    if (n <= 0 || n > (1 << 24)) return make_error("tokenizer.json: vocab size ", n, " out of range (1..2^24)");
+    const auto id_of_entry = [&](const json& id, const std::string& text) -> Result<int64_t> {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= (int64_t{1} << 24)) {
+        return make_error("tokenizer.json: id ", quote(id.dump()), " of ", quote(text), " is not an integer in 0..2^24-1");
+      }
+      return id.get<int64_t>();
+    };
+    const json& vocab = model.at("vocab");
+    if (!vocab.is_object()) return make_error("tokenizer.json: model.vocab is not an object of token: id");
+    for (const auto& [text, id] : vocab.items()) {
+      DUET_ASSIGN_OR_RETURN(const int64_t v, id_of_entry(id, text));
+      n = std::max(n, v + 1);
+    }
+    const auto added_it = root.find("added_tokens");
+    const json added = added_it == root.end() || added_it->is_null() ? json::array() : *added_it;
+    if (!added.is_array()) return make_error("tokenizer.json: added_tokens is not an array");
+    for (const json& t : added) {
+      DUET_ASSIGN_OR_RETURN(const int64_t v, id_of_entry(t.at("id"), t.at("content").get<std::string>()));
+      n = std::max(n, v + 1);
+    }
+    if (n == 0) return make_error("tokenizer.json: the vocab is empty");
+    if (n > static_cast<int64_t>(tokenizer_json.size())) {
+      return make_error("tokenizer.json: largest id ", n - 1, " in a file of ", tokenizer_json.size(),
+                        " bytes; ids that sparse mean a corrupt file");
+    }
 
     tok.vocab_.texts.assign(n, "");
     tok.vocab_.scores.assign(n, 0.0f);
     tok.vocab_.types.assign(n, TokenType::kUnused);  // ids no entry names
     const bool byte_fallback = model.value("byte_fallback", false);
-    for (const auto& [text, id_json] : model.at("vocab").items()) {
+    for (const auto& [text, id_json] : vocab.items()) {
       const int64_t id = id_json.get<int64_t>();
-      if (id < 0) return make_error("tokenizer.json: negative id for '", text, "'");
       tok.vocab_.texts[id] = text;
       const bool is_byte = byte_fallback && text.size() == 6 && text.rfind("<0x", 0) == 0 && text[5] == '>';
       tok.vocab_.types[id] = is_byte ? TokenType::kByte : TokenType::kNormal;
     }
     for (const json& t : added) {
       const int64_t id = t.at("id").get<int64_t>();
-      if (id < 0) return make_error("tokenizer.json: negative added token id");
       tok.vocab_.texts[id] = t.at("content").get<std::string>();
       tok.vocab_.types[id] = t.value("special", false) ? TokenType::kControl : TokenType::kUserDefined;
     }
@@ -181,7 +209,7 @@ Result<Tokenizer> Tokenizer::from_hf_json(std::string_view tokenizer_json, std::
       }
       const std::string m = merge.get<std::string>();
       const size_t space = m.find(' ', 1);
-      if (space == std::string::npos) return make_error("tokenizer.json: merge '", m, "' is not 'left right'");
+      if (space == std::string::npos) return make_error("tokenizer.json: merge ", quote(m), " is not 'left right'");
       tok.merges_.add(std::string_view(m).substr(0, space), std::string_view(m).substr(space + 1), rank++);
     }
 

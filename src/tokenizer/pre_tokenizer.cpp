@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <array>
 
+#include "io/quote.h"
 #include "tokenizer/utf8.h"
 
 namespace duet {
@@ -105,7 +106,7 @@ Result<PreTokenizerPreset> find_pre_tokenizer_preset(const std::string& name) {
       if (!n.empty()) supported += (supported.empty() ? "" : ", ") + n;
     }
   }
-  return make_error("unsupported pre-tokenizer '", name, "' (tokenizer.ggml.pre); supported: ", supported);
+  return make_error("unsupported pre-tokenizer ", quote(name), " (tokenizer.ggml.pre); supported: ", supported);
 }
 
 std::string canonical_split_regex(const std::string& regex) {
@@ -125,7 +126,7 @@ Result<PreTokenizer> PreTokenizer::from_regexes(const std::vector<std::string>& 
     if (compiled->code == nullptr) {
       std::array<PCRE2_UCHAR, 256> message{};
       pcre2_get_error_message(error_code, message.data(), message.size());
-      return make_error("pre-tokenizer regex '", pattern, "' does not compile at offset ", error_offset,
+      return make_error("pre-tokenizer regex ", quote(pattern), " does not compile at offset ", error_offset,
                         ": ", reinterpret_cast<const char*>(message.data()));
     }
     // JIT is an optimisation only; the interpreter gives the same matches.
