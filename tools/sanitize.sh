@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# AddressSanitizer + UndefinedBehaviorSanitizer run of the CPU test suite.
+# Builds duet and duet_tests with clang in build-asan/ (CUDA off) and runs
+# every gtest there through CTest; tools/test.sh calls it after the main suite.
+# Any sanitizer report fails the run (UBSan does not recover).
+#
+# Environment: DUET_ASAN_BUILD (default build-asan), DUET_ASAN_JOBS (default nproc).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${DUET_ASAN_BUILD:-$root/build-asan}
+jobs=${DUET_ASAN_JOBS:-$(nproc)}
+flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+
+launcher=()
+if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+mkdir -p "$build"
+CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DDUET_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="$flags" "${launcher[@]}" \
+  > "$build/configure.log" || { cat "$build/configure.log"; exit 1; }
+cmake --build "$build" -j"$jobs" --target duet duet_tests
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_stack_use_after_return=1:strict_string_checks=1:check_initialization_order=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+ctest --test-dir "$build" --output-on-failure -j"$jobs" -E 'gguf_parser_fuzz|kernel_timeline_report'
