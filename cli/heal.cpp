@@ -129,13 +129,17 @@ void run(const HealCliOptions& o) {
                  static_cast<long long>(o.max_steps), h.checkpoint_path.c_str());
     return;
   }
-  log_line({{"event", "done"}, {"kl_before", result.kl_before}, {"kl_after", result.kl_after},
-            {"tokens_trained", result.tokens_trained}});
+  // KL is measured on the held-out sequences only; without them it is unknown (null), not zero.
+  const nlohmann::json kl_before = data.heldout.empty() ? nlohmann::json() : nlohmann::json(result.kl_before);
+  const nlohmann::json kl_after = data.heldout.empty() ? nlohmann::json() : nlohmann::json(result.kl_after);
+  const nlohmann::json done = {{"kl_before", kl_before}, {"kl_after", kl_after}, {"tokens_trained", result.tokens_trained}};
+  nlohmann::json event = done;
+  event["event"] = "done";
+  log_line(event);
   check_or_fail(write_healed_model(lp, o.export_type, o.output));
   std::printf("healed %s (LP pairs %s, depth %d) -> %s\n", o.model.model.c_str(), plan.describe().c_str(),
               lp.weights.depth(), o.output.c_str());
-  std::printf("{\"kl_before\": %.6f, \"kl_after\": %.6f, \"tokens_trained\": %lld}\n", result.kl_before,
-              result.kl_after, static_cast<long long>(result.tokens_trained));
+  std::printf("%s\n", done.dump().c_str());
 }
 
 }  // namespace
