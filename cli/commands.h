@@ -16,5 +16,7 @@ void add_bench_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_search_command(CLI::App& app);
 void add_report_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
+void add_chat_command(CLI::App& app);
 
 }  // namespace duet::cli
