@@ -63,6 +63,9 @@ def duet_eval(model_args, dump):
 
 def main():
     model_args = sys.argv[1:]
+    if not all(os.path.exists(os.path.join(DATA_DIR, t, "dev.jsonl")) for t in TASKS):
+        print(f"skipped: no task data under {DATA_DIR} (set DUET_DATA_DIR)")
+        return 77
     tmp = tempfile.mkdtemp(prefix="duet_lm_eval_")
     os.environ.update(HF_HOME=os.path.join(tmp, "hf"), HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1",
                       TOKENIZERS_PARALLELISM="false")
