@@ -18,5 +18,7 @@ void add_search_command(CLI::App& app);
 void add_report_command(CLI::App& app);
 void add_heal_command(CLI::App& app);
 void add_export_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
+void add_chat_command(CLI::App& app);
 
 }  // namespace duet::cli

@@ -6,6 +6,7 @@
 #include <thread>
 
 #ifdef DUET_HAVE_CUDA
+#include "backends/cuda/cuda_batch_decoder.h"
 #include "backends/cuda/cuda_decoder.h"
 #endif
 
@@ -49,6 +50,15 @@ Result<std::unique_ptr<Decoder>> make_decoder(const ModelWeights& weights, const
   if (device == "cpu") return make_cpu_decoder(weights, capacity);
 #ifdef DUET_HAVE_CUDA
   if (device == "cuda") return make_cuda_decoder(weights, capacity);
+#endif
+  return make_error("device '", device, "' is not available in this build (built without CUDA)");
+}
+
+Result<std::unique_ptr<BatchDecoder>> make_batch_decoder(const ModelWeights& weights, const std::string& device,
+                                                         int slots, int capacity) {
+  if (device == "cpu") return make_cpu_batch_decoder(weights, slots, capacity);
+#ifdef DUET_HAVE_CUDA
+  if (device == "cuda") return make_cuda_batch_decoder(weights, slots, capacity, 1024);
 #endif
   return make_error("device '", device, "' is not available in this build (built without CUDA)");
 }

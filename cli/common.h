@@ -7,6 +7,7 @@
 
 #include "core/result.h"
 #include "model/lp_plan.h"
+#include "runtime/batch_decoder.h"
 #include "runtime/decoder.h"
 #include "runtime/loaded_model.h"
 
@@ -39,6 +40,10 @@ Result<LoadedModel> load(const ModelOptions& options);
 
 // A decoder on --device with `capacity` positions.
 Result<std::unique_ptr<Decoder>> make_decoder(const ModelWeights& weights, const std::string& device, int capacity);
+
+// A batch decoder (server slots) on --device: `slots` sequences of `capacity` positions.
+Result<std::unique_ptr<BatchDecoder>> make_batch_decoder(const ModelWeights& weights, const std::string& device,
+                                                         int slots, int capacity);
 
 // Prints "duet: error: <message>" and ends the command with exit code 1.
 [[noreturn]] void fail(const std::string& message);

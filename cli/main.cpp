@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
   duet::cli::add_report_command(app);
   duet::cli::add_heal_command(app);
   duet::cli::add_export_command(app);
+  duet::cli::add_serve_command(app);
+  duet::cli::add_chat_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -21,7 +21,7 @@ void matmul(const float* x, const float* w, const float* bias, float* y, int T, 
 
 // matmul_packed: y[t,n] = sum_k decode(W)[n,k] * x[g,t,k] (+ bias[n]) with g = n / (N/G): row group g
 // reads input group g. x [G,T,K] f32; W N rows in any checkpoint encoding (decoded exactly); fp32 accumulate.
-// For small T (decode): each row is decoded once into a thread-local buffer and dotted with all T inputs.
+// For small T (decode): each row is read once and dotted with all T inputs; y[t,:] does not depend on T.
 void matmul_packed(const float* x, int G, const PackedRows& w, const float* bias, float* y, int T, int N, int K);
 
 // RopeTable: cos/sin of pos * theta^(-2i/Dh) / freq_factor[i] for pos in [0,S), i in [0,Dh/2).

@@ -12,7 +12,12 @@ namespace {
 // (matmul_packed). Above it, float32 sgemm is compute-efficient.
 constexpr int kPackedMaxTokens = 8;
 
-bool use_packed(const Matrix& w, int T) { return T <= kPackedMaxTokens && !w.packed.empty(); }
+// Prefill picks the path by T; a batched decode step always streams the encoded rows.
+enum class MatmulPath { kByTokens, kPacked };
+
+bool use_packed(const Matrix& w, int T, MatmulPath path = MatmulPath::kByTokens) {
+  return (path == MatmulPath::kPacked || T <= kPackedMaxTokens) && !w.packed.empty();
+}
 
 const float* bias_or_null(const std::vector<float>& b) { return b.empty() ? nullptr : b.data(); }
 
@@ -35,7 +40,7 @@ std::vector<float> grouped_inputs(const float* x, const Matrix& gains, int T, in
 // or applied by the norm); encoded rows read the per-group `grouped` inputs.
 void project(const Matrix& w, const std::vector<float>& bias, const float* normed, const std::vector<float>& grouped,
              int groups, float* y, int T) {
-  if (use_packed(w, T) && !grouped.empty()) {
+  if (!w.packed.empty() && !grouped.empty()) {
     cpu::matmul_packed(grouped.data(), groups, w.packed, bias_or_null(bias), y, T, static_cast<int>(w.rows),
                        static_cast<int>(w.cols));
   } else {
@@ -44,8 +49,8 @@ void project(const Matrix& w, const std::vector<float>& bias, const float* norme
 }
 
 // y = x W^T for projections that read no norm (attention output, FFN down, logits).
-void project_plain(const Matrix& w, const float* x, float* y, int T) {
-  if (use_packed(w, T)) {
+void project_plain(const Matrix& w, const float* x, float* y, int T, MatmulPath path = MatmulPath::kByTokens) {
+  if (use_packed(w, T, path)) {
     cpu::matmul_packed(x, 1, w.packed, nullptr, y, T, static_cast<int>(w.rows), static_cast<int>(w.cols));
   } else {
     cpu::matmul(x, w.data.data(), nullptr, y, T, static_cast<int>(w.rows), static_cast<int>(w.cols));
@@ -119,6 +124,75 @@ void CpuModel::output_logits(const float* x, int T, float* logits) const {
   std::vector<float> xn(static_cast<size_t>(T) * c.dim);
   cpu::rms_norm(x, weights_.output_norm.data(), xn.data(), T, c.dim, c.rms_eps);
   project_plain(weights_.output_matrix(), xn.data(), logits, T);
+}
+
+Status CpuModel::decode_batch(const int32_t* tokens, int B, KvCache* const* caches, std::vector<float>& logits) const {
+  const ModelConfig& c = config();
+  if (B <= 0) return make_error("decode_batch: no sequences to run");
+  for (int b = 0; b < B; ++b) {
+    if (caches[b]->length + 1 > std::min(caches[b]->capacity, max_positions_)) {
+      return make_error("sequence ", b, " is full (", caches[b]->length, " positions); raise --ctx");
+    }
+    if (tokens[b] < 0 || tokens[b] >= c.vocab_size) {
+      return make_error("token id ", tokens[b], " is outside the vocabulary [0, ", c.vocab_size, ")");
+    }
+  }
+  const int D = c.dim, Dh = c.head_dim;
+  const int64_t n = static_cast<int64_t>(B) * D;
+  std::vector<float> x(n), block_out(n);
+  embed(tokens, B, x.data());
+  const cpu::RopeTable table{Dh, max_positions_, c.rope_style, rope_cos_.data(), rope_sin_.data()};
+  for (size_t l = 0; l < weights_.layers.size(); ++l) {
+    const LayerWeights& layer = weights_.layers[l];
+    const int H = layer.n_heads, Hkv = layer.n_kv_heads, F = layer.ffn_dim;
+    const int64_t q_row = static_cast<int64_t>(H) * Dh, kv_row = static_cast<int64_t>(Hkv) * Dh;
+
+    // Attention: the B rows share every projection; RoPE, the cache write and attention are per row.
+    std::vector<float> xn(n), q(B * q_row), k(B * kv_row), v(B * kv_row), attn(B * q_row);
+    cpu::rms_norm(x.data(), layer.attn_norm.data(), xn.data(), B, D, c.rms_eps);
+    std::vector<float> grouped = use_packed(layer.attn_q, B, MatmulPath::kPacked)
+                                     ? grouped_inputs(x.data(), layer.attn_packed_gains, B, D, c.rms_eps)
+                                     : std::vector<float>();
+    int groups = static_cast<int>(layer.attn_packed_gains.rows);
+    project(layer.attn_q, layer.attn_q_bias, xn.data(), grouped, groups, q.data(), B);
+    project(layer.attn_k, layer.attn_k_bias, xn.data(), grouped, groups, k.data(), B);
+    project(layer.attn_v, layer.attn_v_bias, xn.data(), grouped, groups, v.data(), B);
+    if (!layer.attn_q_norm.empty()) {
+      cpu::rms_norm_heads(q.data(), layer.attn_q_norm.data.data(), B, H, Dh, c.rms_eps);
+      cpu::rms_norm_heads(k.data(), layer.attn_k_norm.data.data(), B, Hkv, Dh, c.rms_eps);
+    }
+    for (int b = 0; b < B; ++b) {
+      LayerCache& cache = caches[b]->layers[l];
+      const int pos = caches[b]->length;
+      cpu::rope(q.data() + b * q_row, 1, H, pos, table);
+      cpu::rope(k.data() + b * kv_row, 1, Hkv, pos, table);
+      std::memcpy(cache.k.data() + pos * kv_row, k.data() + b * kv_row, kv_row * sizeof(float));
+      std::memcpy(cache.v.data() + pos * kv_row, v.data() + b * kv_row, kv_row * sizeof(float));
+      cpu::attention_causal(q.data() + b * q_row, cache.k.data(), cache.v.data(), attn.data() + b * q_row, 1, pos, H,
+                            Hkv, Dh);
+    }
+    project_plain(layer.attn_out, attn.data(), block_out.data(), B, MatmulPath::kPacked);
+    cpu::add_inplace(x.data(), block_out.data(), n);
+
+    // FFN over the B rows.
+    std::vector<float> gate(static_cast<size_t>(B) * F), up(static_cast<size_t>(B) * F);
+    cpu::rms_norm(x.data(), layer.ffn_norm.data(), xn.data(), B, D, c.rms_eps);
+    grouped = use_packed(layer.ffn_gate, B, MatmulPath::kPacked)
+                  ? grouped_inputs(x.data(), layer.ffn_packed_gains, B, D, c.rms_eps)
+                  : std::vector<float>();
+    groups = static_cast<int>(layer.ffn_packed_gains.rows);
+    project(layer.ffn_gate, {}, xn.data(), grouped, groups, gate.data(), B);
+    project(layer.ffn_up, {}, xn.data(), grouped, groups, up.data(), B);
+    cpu::silu_mul(gate.data(), up.data(), gate.data(), static_cast<int64_t>(B) * F);
+    project_plain(layer.ffn_down, gate.data(), block_out.data(), B, MatmulPath::kPacked);
+    cpu::add_inplace(x.data(), block_out.data(), n);
+  }
+  for (int b = 0; b < B; ++b) caches[b]->length += 1;
+  logits.resize(static_cast<size_t>(B) * c.vocab_size);
+  std::vector<float> xn(n);
+  cpu::rms_norm(x.data(), weights_.output_norm.data(), xn.data(), B, D, c.rms_eps);
+  project_plain(weights_.output_matrix(), xn.data(), logits.data(), B, MatmulPath::kPacked);
+  return ok_status();
 }
 
 Status CpuModel::forward(const int32_t* tokens, int T, KvCache& cache, LogitsMode mode,

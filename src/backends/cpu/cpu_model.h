@@ -29,6 +29,11 @@ class CpuModel {
   // logits: [T, V] for LogitsMode::All, [1, V] (last token) for Last.
   Status forward(const int32_t* tokens, int T, KvCache& cache, LogitsMode mode, std::vector<float>& logits) const;
 
+  // One token for each of B sequences: tokens[b] runs at position caches[b]->length of its own cache
+  // and appends its K/V there. logits [B, V]. Every projection reads the encoded rows (when the
+  // checkpoint has them) for any B, so a sequence's logits do not depend on the batch it runs in.
+  Status decode_batch(const int32_t* tokens, int B, KvCache* const* caches, std::vector<float>& logits) const;
+
   // Building blocks, public so tests can compose the unmerged LP definition.
   // x [T, D] is the layer input; out [T, D] receives the sub-block's output (not added to x).
   void attention_block(const LayerWeights& layer, LayerCache& cache, int pos0, const float* x, int T,

@@ -732,24 +732,32 @@ Status CudaModel::score(int seq, const int32_t* tokens, int T, float* log_probs,
 }
 
 Status CudaModel::decode(const int32_t* tokens, int B, std::vector<float>& logits) {
+  std::vector<int32_t> seqs(std::max(B, 0));
+  for (int b = 0; b < B; ++b) seqs[b] = b;
+  return decode_sequences(seqs.data(), tokens, B, logits);
+}
+
+Status CudaModel::decode_sequences(const int32_t* seqs, const int32_t* tokens, int B, std::vector<float>& logits) {
   Impl& m = *impl_;
   const int V = m.config.vocab_size;
   if (B < 1 || B > max_batch()) return make_error("decode: batch ", B, " out of range [1, ", max_batch(), "]");
-  std::vector<int32_t> tok(tokens, tokens + B), pos(B), slot(B);
+  std::vector<int32_t> tok(tokens, tokens + B), pos(B), slot(seqs, seqs + B);
   for (int b = 0; b < B; ++b) {
     if (tokens[b] < 0 || tokens[b] >= V) return make_error("token id ", tokens[b], " is outside the vocabulary [0, ", V, ")");
-    if (m.lengths[b] + 1 > max_context()) {
-      return make_error("sequence ", b, " is full (", max_context(), " positions); raise --ctx");
+    if (slot[b] < 0 || slot[b] >= max_batch()) {
+      return make_error("sequence ", slot[b], " out of range [0, ", max_batch(), ")");
     }
-    pos[b] = m.lengths[b];
-    slot[b] = b;
+    if (m.lengths[slot[b]] + 1 > max_context()) {
+      return make_error("sequence ", slot[b], " is full (", max_context(), " positions); raise --ctx");
+    }
+    pos[b] = m.lengths[slot[b]];
   }
   DUET_TRY(m.stage_rows(tok, pos, slot));
   DUET_TRY(m.launch_decode(B));
   logits.resize(static_cast<size_t>(B) * V);
   DUET_CUDA_TRY(cudaMemcpyAsync(logits.data(), m.logits, logits.size() * 4, cudaMemcpyDeviceToHost, m.stream));
   DUET_CUDA_TRY(cudaStreamSynchronize(m.stream));
-  for (int b = 0; b < B; ++b) ++m.lengths[b];
+  for (int b = 0; b < B; ++b) ++m.lengths[slot[b]];
   return ok_status();
 }
 

@@ -68,6 +68,8 @@ class CudaModel {
   Status score(int seq, const int32_t* tokens, int T, float* log_probs, int32_t* argmax);
   // One token for each of sequences 0..B-1, each at its own position length(b). logits: [B, V].
   Status decode(const int32_t* tokens, int B, std::vector<float>& logits);
+  // One token for each of the B distinct sequences seqs[0..B), each at its own position. logits: [B, V].
+  Status decode_sequences(const int32_t* seqs, const int32_t* tokens, int B, std::vector<float>& logits);
 
   // Bench: mean device time of `steps` decode steps of B sequences at their current
   // lengths (graph replays, positions held fixed, no host copies), in milliseconds.

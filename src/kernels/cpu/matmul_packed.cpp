@@ -2,10 +2,13 @@
 // block encoding. Decode is memory-bound, so reading Q4_1 rows (0.625 bytes a
 // weight) instead of float32 (4 bytes) is where CPU decode speed comes from.
 //
-// T == 1 with Q4_0/Q4_1/Q8_0 rows takes a fused AVX2 (or AVX-512) path that never writes
+// Q4_0/Q4_1/Q8_0 rows take a fused AVX2 (or AVX-512) path that never writes
 // the decoded row: a block's dot product is d * sum(q_j x_j) + m * sum(x_j),
-// with sum(x_j) per block computed once per call. Everything else decodes
-// each row once with the loader's exact decoder and dots it with the T inputs.
+// with sum(x_j) per block computed once per call. Each of the T inputs is
+// dotted with a row exactly as a T = 1 call would, so a sequence's result does
+// not depend on the batch it runs in (the server's greedy outputs equal those
+// of the same request alone). Other encodings decode each row once with the
+// loader's exact decoder and dot it with the T inputs (also batch-invariant).
 // Both agree with the float32 path up to summation order (tests/lp_test.cpp).
 #include <immintrin.h>
 #include <omp.h>
@@ -116,28 +119,33 @@ constexpr int64_t kParallelMinWeights = int64_t(1) << 21;
 
 bool has_fused_path(DType type) { return type == DType::Q4_0 || type == DType::Q4_1 || type == DType::Q8_0; }
 
-void matvec_fused(const float* x, int G, const PackedRows& w, const float* bias, float* y, int N, int K) {
+// x [G,T,K]; y [T,N]. The row's bytes stay in L1 across its T dot products.
+void matmul_fused(const float* x, int G, const PackedRows& w, const float* bias, float* y, int T, int N, int K) {
   const int64_t blocks = K / 32;
-  std::vector<float> xsum(static_cast<size_t>(G) * blocks);
-  for (int64_t i = 0; i < G * blocks; ++i) {
+  const int64_t inputs = static_cast<int64_t>(G) * T;
+  std::vector<float> xsum(static_cast<size_t>(inputs * blocks));
+  for (int64_t i = 0; i < inputs * blocks; ++i) {
     float s = 0;
     for (int j = 0; j < 32; ++j) s += x[i * 32 + j];
     xsum[i] = s;
   }
   const int rows_per_group = N / G;
-#pragma omp parallel for schedule(static, 16) if (int64_t(N) * K >= kParallelMinWeights)
+#pragma omp parallel for schedule(static, 16) if (int64_t(N) * K * T >= kParallelMinWeights)
   for (int n = 0; n < N; ++n) {
     const int g = n / rows_per_group;
-    const float dot = fused_row_dot(w.type, w.bytes.data() + static_cast<int64_t>(n) * w.row_bytes,
-                                    x + static_cast<int64_t>(g) * K, xsum.data() + g * blocks, blocks);
-    y[n] = dot + (bias ? bias[n] : 0.0f);
+    const uint8_t* row = w.bytes.data() + static_cast<int64_t>(n) * w.row_bytes;
+    for (int t = 0; t < T; ++t) {
+      const int64_t input = static_cast<int64_t>(g) * T + t;
+      const float dot = fused_row_dot(w.type, row, x + input * K, xsum.data() + input * blocks, blocks);
+      y[static_cast<int64_t>(t) * N + n] = dot + (bias ? bias[n] : 0.0f);
+    }
   }
 }
 
 }  // namespace
 
 void matmul_packed(const float* x, int G, const PackedRows& w, const float* bias, float* y, int T, int N, int K) {
-  if (T == 1 && has_fused_path(w.type)) return matvec_fused(x, G, w, bias, y, N, K);
+  if (has_fused_path(w.type)) return matmul_fused(x, G, w, bias, y, T, N, K);
   const int rows_per_group = N / G;
 #pragma omp parallel if (int64_t(N) * K * T >= kParallelMinWeights)
   {

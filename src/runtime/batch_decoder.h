@@ -1,0 +1,39 @@
+// BatchDecoder: many sequences in numbered KV-cache slots, stepped together.
+// The server's engine loop (src/server/engine.h) is its only caller: each
+// step it prefills a chunk of one slot's prompt and decodes one token for
+// every slot that is generating, each at its own position. The CPU version
+// keeps one KvCache per slot and runs a decode step's rows as one matmul
+// (CpuModel::decode_batch); the CUDA version (backends/cuda/) steps CudaModel.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/cpu_model.h"
+#include "core/result.h"
+
+namespace duet {
+
+class BatchDecoder {
+ public:
+  virtual ~BatchDecoder() = default;
+  virtual int slots() const = 0;     // sequences held at once
+  virtual int capacity() const = 0;  // positions per slot
+  virtual int vocab_size() const = 0;
+  virtual std::string device_name() const = 0;
+  virtual int length(int slot) const = 0;  // positions cached in slot
+  virtual void reset(int slot) = 0;        // empties slot
+
+  // Runs tokens[0..T) of `slot` after its cached positions. logits [T, V] (All) or [1, V] (Last).
+  virtual Status prefill(int slot, const int32_t* tokens, int T, LogitsMode mode, std::vector<float>& logits) = 0;
+  // One token for each of the B listed (distinct) slots, each at its own position.
+  // logits [B, V], row b for slot_ids[b].
+  virtual Status decode(const int32_t* slot_ids, const int32_t* tokens, int B, std::vector<float>& logits) = 0;
+};
+
+// `weights` must outlive the decoder.
+std::unique_ptr<BatchDecoder> make_cpu_batch_decoder(const ModelWeights& weights, int slots, int capacity);
+
+}  // namespace duet

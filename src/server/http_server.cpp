@@ -1,0 +1,479 @@
+#include "server/http_server.h"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <ctime>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "server/connection_probe.h"
+#include "server/openai_schema.h"
+#include "server/text_stream.h"
+
+namespace duet::server {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+// How long a handler waits for engine events before it checks its client again.
+constexpr auto kEventWait = 50ms;
+constexpr size_t kMaxBodyBytes = size_t(16) << 20;
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+const char* error_type(int status) {
+  switch (status) {
+    case 401: return "authentication_error";
+    case 404: return "not_found_error";
+    case 429: return "rate_limit_error";
+    case 503: return "unavailable_error";
+    default: return status >= 500 ? "server_error" : "invalid_request_error";
+  }
+}
+
+void send_error(httplib::Response& res, int status, const std::string& message, Engine* engine) {
+  if (engine && status >= 400 && status < 500) engine->metrics().http_client_errors_total++;
+  res.status = status;
+  res.set_content(error_body(message, error_type(status), status), "application/json");
+}
+
+std::string new_id(const char* prefix) {
+  static std::atomic<uint64_t> counter{0};
+  static const uint64_t salt = std::random_device{}();
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%s-%08llx%06llx", prefix, static_cast<unsigned long long>(salt & 0xffffffff),
+                static_cast<unsigned long long>(++counter));
+  return buf;
+}
+
+// One choice of a request in flight: its engine handle and what it has produced.
+struct ChoiceState {
+  int index = 0;
+  std::shared_ptr<RequestHandle> handle;
+  std::vector<int32_t> prompt;
+  std::string prompt_text;  // echo
+  TextStream text;
+  std::vector<LogprobToken> logprobs;  // non-streaming: everything so far
+  int completion_tokens = 0;
+  bool finished = false;
+  std::string finish_reason;
+  std::string error;
+  bool sent_first = false;  // streaming: the role / echo chunk went out
+
+  explicit ChoiceState(std::vector<std::string> stop) : text(std::move(stop)) {}
+};
+
+LogprobToken to_logprob_token(const Tokenizer& tok, int32_t token, const LogprobEntry& e) {
+  LogprobToken out{tok.token_text(token), e.chosen.logprob, {}};
+  for (const TokenLogprob& t : e.top) out.top.emplace_back(tok.token_text(t.token), t.logprob);
+  return out;
+}
+
+// Applies one engine event to a choice: appends the new text to `delta` and the new logprob tokens to `lp`.
+void apply_event(ChoiceState& c, EngineEvent& e, const Tokenizer& tok, bool logprobs, std::string& delta,
+                 std::vector<LogprobToken>& lp) {
+  if (c.finished) return;
+  switch (e.kind) {
+    case EngineEvent::Kind::kPromptLogprobs:
+      if (!logprobs) return;
+      lp.push_back({tok.token_text(c.prompt[0]), std::nullopt, {}});
+      for (size_t t = 0; t < e.prompt_logprobs.size(); ++t) {
+        lp.push_back(to_logprob_token(tok, c.prompt[t + 1], e.prompt_logprobs[t]));
+      }
+      return;
+    case EngineEvent::Kind::kToken:
+      ++c.completion_tokens;
+      delta += c.text.push(tok.token_text(e.token));
+      if (logprobs) lp.push_back(to_logprob_token(tok, e.token, e.logprobs));
+      if (c.text.stopped()) {  // a stop string: the engine may free the slot now
+        c.handle->cancel();
+        c.finished = true;
+        c.finish_reason = "stop";
+      }
+      return;
+    case EngineEvent::Kind::kFinished:
+      c.finished = true;
+      delta += c.text.flush();
+      c.finish_reason = e.finish == FinishReason::kLength ? "length" : "stop";
+      if (e.finish == FinishReason::kError) c.error = e.error;
+      if (e.finish == FinishReason::kCancelled) c.error = "the request was cancelled (server shutting down)";
+      return;
+  }
+}
+
+// Waits for events of the unfinished choices (up to kEventWait for the first) and applies them.
+// Returns true when any event came.
+struct Progress {
+  std::string delta;
+  std::vector<LogprobToken> logprobs;
+  bool finished_now = false;
+};
+bool pump(std::vector<std::unique_ptr<ChoiceState>>& choices, const Tokenizer& tok, bool logprobs,
+          std::vector<Progress>& progress) {
+  bool any = false, waited = false;
+  progress.assign(choices.size(), {});
+  for (size_t i = 0; i < choices.size(); ++i) {
+    ChoiceState& c = *choices[i];
+    if (c.finished) continue;
+    std::vector<EngineEvent> events;
+    const bool got = c.handle->wait_events(events, waited ? 0ms : kEventWait);
+    waited = true;
+    if (!got) continue;
+    any = true;
+    for (EngineEvent& e : events) apply_event(c, e, tok, logprobs, progress[i].delta, progress[i].logprobs);
+    progress[i].finished_now = c.finished;
+  }
+  return any;
+}
+
+bool all_finished(const std::vector<std::unique_ptr<ChoiceState>>& choices) {
+  for (const auto& c : choices) {
+    if (!c->finished) return false;
+  }
+  return true;
+}
+
+void cancel_all(const std::vector<std::unique_ptr<ChoiceState>>& choices) {
+  for (const auto& c : choices) {
+    if (c->handle) c->handle->cancel();
+  }
+}
+
+Usage usage_of(const std::vector<std::unique_ptr<ChoiceState>>& choices, int n) {
+  Usage u;
+  for (size_t i = 0; i < choices.size(); ++i) {
+    if (i % n == 0) u.prompt_tokens += static_cast<int>(choices[i]->prompt.size());
+    u.completion_tokens += choices[i]->completion_tokens;
+  }
+  return u;
+}
+
+}  // namespace
+
+HttpServer::HttpServer(ServerOptions options) : options_(std::move(options)), http_(std::make_unique<httplib::Server>()) {
+  const int threads = options_.http_threads;
+  http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  http_->set_payload_max_length(kMaxBodyBytes);
+  http_->set_keep_alive_timeout(2);
+  http_->set_read_timeout(30);
+  http_->set_write_timeout(30);
+  add_routes();
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+Status HttpServer::bind() {
+  if (options_.port == 0) {
+    port_ = http_->bind_to_any_port(options_.host);
+    if (port_ <= 0) return make_error("cannot bind ", options_.host, " to a free port");
+  } else {
+    if (!http_->bind_to_port(options_.host, options_.port)) {
+      return make_error("cannot bind ", options_.host, ":", options_.port, " (in use, or the host is not local)");
+    }
+    port_ = options_.port;
+  }
+  return ok_status();
+}
+
+void HttpServer::listen() { http_->listen_after_bind(); }
+
+void HttpServer::stop() {
+  if (http_) http_->stop();
+}
+
+void HttpServer::attach(Engine* engine, const Tokenizer* tokenizer) {
+  tokenizer_ = tokenizer;
+  engine_.store(engine);
+}
+
+void HttpServer::add_routes() {
+  httplib::Server& s = *http_;
+
+  // Returns the engine when the model is loaded and the caller may use it, else answers the request.
+  auto ready = [this](const httplib::Request& req, httplib::Response& res, bool needs_key) -> Engine* {
+    Engine* engine = engine_.load();
+    if (needs_key && !options_.api_key.empty() &&
+        req.get_header_value("Authorization") != "Bearer " + options_.api_key) {
+      send_error(res, 401, "invalid or missing API key (send 'Authorization: Bearer KEY')", engine);
+      return nullptr;
+    }
+    if (!engine) send_error(res, 503, "the model is loading; retry when GET /health answers 200", nullptr);
+    return engine;
+  };
+
+  s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    if (engine_.load()) {
+      res.set_content(R"({"status":"ok"})", "application/json");
+    } else {
+      res.status = 503;
+      res.set_content(R"({"status":"loading"})", "application/json");
+    }
+  });
+
+  s.Get("/metrics", [ready](const httplib::Request& req, httplib::Response& res) {
+    if (Engine* engine = ready(req, res, false)) res.set_content(engine->metrics().render(), "text/plain; version=0.0.4");
+  });
+
+  s.Get("/v1/models", [this, ready](const httplib::Request& req, httplib::Response& res) {
+    Engine* engine = ready(req, res, true);
+    if (!engine) return;
+    json model = {{"id", options_.model_id}, {"object", "model"}, {"created", 0}, {"owned_by", "duet"},
+                  {"max_model_len", engine->capacity()}};
+    res.set_content(dump({{"object", "list"}, {"data", json::array({model})}}), "application/json");
+  });
+
+  s.Get("/tokenizer_info", [this, ready](const httplib::Request& req, httplib::Response& res) {
+    Engine* engine = ready(req, res, true);
+    if (!engine) return;
+    const Tokenizer& tok = *tokenizer_;
+    auto token_or_null = [&](int32_t id) { return id >= 0 ? json(tok.token_text(id)) : json(nullptr); };
+    json info = {{"tokenizer_class", "duet"},
+                 {"eos_token", token_or_null(tok.eos_id())},
+                 {"bos_token", token_or_null(tok.bos_id())},
+                 {"pad_token", nullptr},
+                 {"add_bos_token", tok.add_bos_default()},
+                 {"chat_template", tok.chat_template()},
+                 {"model_max_length", engine->capacity()},
+                 {"vocab_size", tok.vocab_size()}};
+    res.set_content(dump(info), "application/json");
+  });
+
+  s.Post("/tokenize", [this, ready](const httplib::Request& req, httplib::Response& res) {
+    Engine* engine = ready(req, res, true);
+    if (!engine) return;
+    json body = json::parse(req.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object()) return send_error(res, 400, "the request body is not a JSON object", engine);
+    // vLLM names the text "prompt", llama-server "content".
+    const char* field = body.contains("prompt") ? "prompt" : "content";
+    if (!body.contains(field) || !body[field].is_string()) {
+      return send_error(res, 400, "'prompt' (or 'content') must be a string", engine);
+    }
+    bool add_special = true;
+    if (body.contains("add_special_tokens")) {
+      if (!body["add_special_tokens"].is_boolean()) return send_error(res, 400, "'add_special_tokens' must be a boolean", engine);
+      add_special = body["add_special_tokens"].get<bool>();
+    }
+    const std::vector<int32_t> tokens =
+        tokenizer_->encode(body[field].get<std::string>(), add_special && tokenizer_->add_bos_default(), true);
+    res.set_content(dump({{"tokens", tokens}, {"count", tokens.size()}, {"max_model_len", engine->capacity()}}),
+                    "application/json");
+  });
+
+  s.Post("/detokenize", [this, ready](const httplib::Request& req, httplib::Response& res) {
+    Engine* engine = ready(req, res, true);
+    if (!engine) return;
+    json body = json::parse(req.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object() || !body.contains("tokens") || !body["tokens"].is_array()) {
+      return send_error(res, 400, "'tokens' must be a list of token ids", engine);
+    }
+    std::vector<int32_t> tokens;
+    for (const json& t : body["tokens"]) {
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= tokenizer_->vocab_size()) {
+        return send_error(res, 400, str_cat("'tokens' must be ids in [0, ", tokenizer_->vocab_size(), "), got ", t.dump()),
+                          engine);
+      }
+      tokens.push_back(static_cast<int32_t>(t.get<int64_t>()));
+    }
+    const std::string text = tokenizer_->decode(tokens);
+    res.set_content(dump({{"prompt", text}, {"content", text}}), "application/json");
+  });
+
+  auto generate = [this, ready](const httplib::Request& req, httplib::Response& res, bool chat) {
+    Engine* engine = ready(req, res, true);
+    if (!engine) return;
+    const Tokenizer& tok = *tokenizer_;
+    Result<CompletionSpec> parsed = chat ? parse_chat_request(req.body) : parse_completion_request(req.body);
+    if (!parsed.ok()) return send_error(res, 400, parsed.message(), engine);
+    const CompletionSpec& spec = parsed.value();
+    if (!spec.model.empty() && spec.model != options_.model_id && spec.model != options_.model_path) {
+      return send_error(res, 404, str_cat("the model '", spec.model, "' does not exist; this server serves '",
+                                          options_.model_id, "'"), engine);
+    }
+
+    // Prompts as token ids (and text, for echo).
+    std::vector<std::vector<int32_t>> prompts;
+    std::vector<std::string> prompt_texts;
+    if (chat) {
+      Result<std::string> text = tok.apply_chat_template(spec.messages, true);
+      if (!text.ok()) return send_error(res, 400, text.message(), engine);
+      prompts.push_back(tok.encode(text.value(), tok.add_bos_default(), true));
+      prompt_texts.push_back(text.value());
+    } else {
+      for (const PromptSpec& p : spec.prompts) {
+        if (p.is_tokens) {
+          for (int32_t t : p.tokens) {
+            if (t >= tok.vocab_size()) {
+              return send_error(res, 400, str_cat("prompt token id ", t, " is outside the vocabulary [0, ", tok.vocab_size(), ")"),
+                                engine);
+            }
+          }
+          prompts.push_back(p.tokens);
+          prompt_texts.push_back(spec.echo ? tok.decode(p.tokens) : "");
+        } else {
+          prompts.push_back(tok.encode(p.text, tok.add_bos_default(), true));
+          prompt_texts.push_back(p.text);
+        }
+      }
+    }
+    const int capacity = engine->capacity();
+    for (const auto& p : prompts) {
+      if (p.empty()) return send_error(res, 400, "the prompt is empty (no tokens to condition on)", engine);
+      const int max_tokens = spec.max_tokens.value_or(chat ? capacity - static_cast<int>(p.size()) : 16);
+      if (max_tokens == 0 && !spec.echo) return send_error(res, 400, "'max_tokens' must be at least 1", engine);
+      if (static_cast<int64_t>(p.size()) + max_tokens > capacity || static_cast<int>(p.size()) >= capacity) {
+        return send_error(res, 400,
+                          str_cat("this model's maximum context length is ", capacity, " tokens; the request needs ",
+                                  static_cast<int64_t>(p.size()) + std::max(max_tokens, 0), " (", p.size(),
+                                  " in the prompt, ", max_tokens, " for the completion); shorten the prompt or lower 'max_tokens'"),
+                          engine);
+      }
+    }
+
+    // n choices per prompt, each its own engine request.
+    std::vector<std::unique_ptr<ChoiceState>> choices;
+    const uint64_t base_seed = spec.seed.value_or(std::random_device{}());
+    for (size_t p = 0; p < prompts.size(); ++p) {
+      for (int k = 0; k < spec.n; ++k) {
+        GenerationRequest g;
+        g.prompt = prompts[p];
+        g.max_tokens = spec.max_tokens.value_or(chat ? capacity - static_cast<int>(prompts[p].size()) : 16);
+        g.sampling.temperature = spec.temperature;
+        g.sampling.top_k = spec.top_k;
+        g.sampling.top_p = spec.top_p;
+        g.sampling.seed = base_seed + choices.size();
+        g.top_logprobs = spec.logprobs;
+        g.echo_logprobs = spec.echo && spec.logprobs >= 0;
+        g.stop_at_end_of_generation = !spec.ignore_eos;
+        auto c = std::make_unique<ChoiceState>(spec.stop);
+        c->index = static_cast<int>(choices.size());
+        c->prompt = prompts[p];
+        c->prompt_text = spec.echo ? prompt_texts[p] : "";
+        Result<std::shared_ptr<RequestHandle>> handle = engine->submit(std::move(g));
+        if (!handle.ok()) {
+          cancel_all(choices);
+          return send_error(res, 429, handle.message(), engine);
+        }
+        c->handle = handle.value();
+        choices.push_back(std::move(c));
+      }
+    }
+
+    ResponseHeader header{new_id(chat ? "chatcmpl" : "cmpl"), static_cast<int64_t>(std::time(nullptr)), options_.model_id};
+    const bool logprobs = spec.logprobs >= 0;
+    auto probe = std::make_shared<ConnectionProbe>(req.remote_addr, req.remote_port);
+
+    if (!spec.stream) {
+      std::vector<Progress> progress;
+      while (!all_finished(choices)) {
+        pump(choices, tok, logprobs, progress);
+        for (size_t i = 0; i < choices.size(); ++i) {
+          for (LogprobToken& t : progress[i].logprobs) choices[i]->logprobs.push_back(std::move(t));
+        }
+        if (probe->closed()) return cancel_all(choices);  // nobody to answer
+      }
+      std::vector<Choice> out;
+      for (const auto& c : choices) {
+        if (!c->error.empty()) return send_error(res, 500, c->error, engine);
+        Choice choice;
+        choice.index = c->index;
+        choice.text = c->prompt_text + c->text.text();
+        if (logprobs) choice.logprobs = std::move(c->logprobs);
+        choice.finish_reason = c->finish_reason;
+        out.push_back(std::move(choice));
+      }
+      const Usage usage = usage_of(choices, spec.n);
+      res.set_content(chat ? chat_response(header, out, usage) : completion_response(header, out, usage),
+                      "application/json");
+      return;
+    }
+
+    // Streaming: server-sent events, one chunk per choice and step.
+    struct Stream {
+      std::vector<std::unique_ptr<ChoiceState>> choices;
+      std::shared_ptr<ConnectionProbe> probe;
+      bool done = false;
+    };
+    auto stream = std::make_shared<Stream>(Stream{std::move(choices), probe, false});
+    const bool include_usage = spec.include_usage;
+    const int n = spec.n;
+    res.set_header("Cache-Control", "no-cache");
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [stream, header, chat, logprobs, include_usage, n, tokp = tokenizer_](size_t, httplib::DataSink& sink) -> bool {
+          auto send = [&](const std::string& payload) {
+            const std::string event = "data: " + payload + "\n\n";
+            return sink.write(event.data(), event.size());
+          };
+          auto chunk = [&](const Choice& c, bool first) {
+            return send(chat ? chat_chunk(header, c, first) : completion_chunk(header, c));
+          };
+          auto& choices = stream->choices;
+          for (auto& c : choices) {  // the role (chat) or the echoed prompt comes first
+            if (c->sent_first || (!chat && c->prompt_text.empty())) continue;
+            c->sent_first = true;
+            Choice first;
+            first.index = c->index;
+            first.text = c->prompt_text;
+            if (!chat && !chunk(first, true)) return cancel_all(choices), false;
+            if (chat && !chunk(first, true)) return cancel_all(choices), false;
+          }
+          std::vector<Progress> progress;
+          const bool any = pump(choices, *tokp, logprobs, progress);
+          for (size_t i = 0; i < choices.size(); ++i) {
+            ChoiceState& c = *choices[i];
+            Progress& p = progress[i];
+            if (p.delta.empty() && p.logprobs.empty() && !p.finished_now) continue;
+            if (!c.error.empty()) {
+              if (!send(error_body(c.error, "server_error", 500))) return cancel_all(choices), false;
+              continue;
+            }
+            Choice out;
+            out.index = c.index;
+            out.text = std::move(p.delta);
+            if (logprobs && !p.logprobs.empty()) out.logprobs = std::move(p.logprobs);
+            if (p.finished_now) out.finish_reason = c.finish_reason;
+            if (!chunk(out, !c.sent_first)) return cancel_all(choices), false;
+            c.sent_first = true;
+          }
+          if (all_finished(choices)) {
+            if (include_usage && !send(usage_chunk(header, chat, usage_of(choices, n)))) return false;
+            const std::string end = "data: [DONE]\n\n";
+            sink.write(end.data(), end.size());
+            sink.done();
+            return true;
+          }
+          if (!any && stream->probe->closed()) return cancel_all(choices), false;
+          return true;
+        },
+        [stream](bool) { cancel_all(stream->choices); });
+  };
+
+  s.Post("/v1/completions", [generate](const httplib::Request& req, httplib::Response& res) { generate(req, res, false); });
+  s.Post("/v1/chat/completions",
+         [generate](const httplib::Request& req, httplib::Response& res) { generate(req, res, true); });
+  // Also without the /v1 prefix, as llama-server and vLLM answer them.
+  s.Post("/completions", [generate](const httplib::Request& req, httplib::Response& res) { generate(req, res, false); });
+  s.Post("/chat/completions", [generate](const httplib::Request& req, httplib::Response& res) { generate(req, res, true); });
+
+  s.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    const std::string message = res.status == 404 ? str_cat("no route ", req.method, " ", req.path)
+                                                  : str_cat("HTTP ", res.status, " for ", req.method, " ", req.path);
+    send_error(res, res.status, message, engine_.load());
+  });
+  s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "internal error";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    res.status = 500;
+    res.set_content(error_body(what, "server_error", 500), "application/json");
+  });
+}
+
+}  // namespace duet::server
