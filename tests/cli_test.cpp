@@ -119,6 +119,28 @@ TEST_F(CliTest, LogitsWritesNpyOfPromptPositionsByVocab) {
   EXPECT_EQ(std::filesystem::file_size(out), 128u + 5 * 300 * 4);
 }
 
+// --tp on the CPU (ranks as threads): the greedy text equals --tp 1's, with
+// and without an LP plan; splits that do not divide the model fail in one line.
+TEST_F(CliTest, TensorParallelRunMatchesOneRankAndRejectsBadSplits) {
+  for (const std::string plan : {"", " --lp 2:6"}) {
+    const Outcome one = run_duet("run -m " + *tiny_ + plan + " -n 8 hello");
+    const Outcome two = run_duet("run -m " + *tiny_ + plan + " -n 8 --tp 2 hello");
+    const Outcome four = run_duet("run -m " + *tiny_ + plan + " -n 8 --tp 4 hello");
+    ASSERT_EQ(one.exit_code, 0) << one.err;
+    ASSERT_EQ(two.exit_code, 0) << two.err;
+    ASSERT_EQ(four.exit_code, 0) << four.err;
+    EXPECT_FALSE(one.out.empty());
+    EXPECT_EQ(two.out, one.out) << "plan '" << plan << "'";
+    EXPECT_EQ(four.out, one.out) << "plan '" << plan << "'";
+  }
+  expect_one_line_error(run_duet("run -m " + *tiny_ + " -n 2 --tp 3 hi"), "--tp 3 does not divide the 4 query heads");
+  expect_one_line_error(run_duet("logits -m " + *tiny_ + " --tp 0 --prompt hi -o " + *dir_ + "/tp0.npy"),
+                        "--tp must be at least 1");
+  const std::string text = *dir_ + "/tp_text.txt";
+  std::ofstream(text) << "hello hello world, the tensor parallel ranks";
+  expect_one_line_error(run_duet("ppl -m " + *tiny_ + " --ctx 32 --tp 5 -f " + text), "--tp 5");
+}
+
 // `duet bench` checks its sweep lists and shapes before it touches a GPU, so this runs on CI's machine too
 // (built with CUDA, no GPU). A build without CUDA answers with its own one-line error instead.
 TEST_F(CliTest, BenchRejectsBadSweepsBeforeUsingTheGpu) {
