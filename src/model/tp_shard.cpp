@@ -170,7 +170,9 @@ Result<ModelWeights> shard_weights(const ModelWeights& weights, int rank, int tp
   DUET_TRY(check_tensor_parallel(weights, tp));
   DUET_CHECK(rank >= 0 && rank < tp);
   ModelWeights shard;
-  shard.config = weights.config;
+  // The shard's own widths, so that size-driven choices (CUDA decode-attention chunking) see what this
+  // rank runs; the layers carry the widths the forward pass uses.
+  DUET_ASSIGN_OR_RETURN(shard.config, tp_shard_config(weights.config, tp));
   shard.token_embd = weights.token_embd;
   shard.output_norm = weights.output_norm;
   shard.output = weights.output;

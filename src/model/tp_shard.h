@@ -28,8 +28,8 @@ Status check_tensor_parallel(const ModelWeights& weights, int tp);
 // LP wide layers built from it (2x each) are the wide layer's shard.
 Result<ModelConfig> tp_shard_config(const ModelConfig& config, int tp);
 
-// Rank `rank`'s shard of `weights` for `tp` ranks (check_tensor_parallel first).
-// tp = 1 returns an exact copy.
+// Rank `rank`'s shard of `weights` for `tp` ranks (check_tensor_parallel first),
+// its config being tp_shard_config's. tp = 1 returns an exact copy.
 Result<ModelWeights> shard_weights(const ModelWeights& weights, int rank, int tp);
 
 }  // namespace duet
