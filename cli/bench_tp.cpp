@@ -137,6 +137,7 @@ Result<Timings> time_tensor_parallel(const ModelConfig& shard, const LpPlan& pla
 }  // namespace
 
 void run_tp_bench(const std::vector<TpBenchShape>& shapes, const TpBenchOptions& o) {
+  for (const TpBenchShape& s : shapes) value_or_fail(tp_shard_config(s.config, o.tp));  // before the GPU is touched
   const int visible = cuda_device_count();
   if (visible < 1) fail("duet bench --tp: no GPU visible");
   const bool measured = visible >= o.tp;
@@ -144,7 +145,6 @@ void run_tp_bench(const std::vector<TpBenchShape>& shapes, const TpBenchOptions&
     fail(str_cat("--tp ", o.tp, " with ", visible,
                  " GPU visible is an estimate and needs the all-reduce latency: give --allreduce-us"));
   }
-  for (const TpBenchShape& s : shapes) value_or_fail(tp_shard_config(s.config, o.tp));  // bad splits fail first
   const std::string device = cuda_device_name();
   std::fprintf(stderr, "duet bench --tp %d on %d x %s: %s\n", o.tp, visible, device.c_str(),
                measured ? "measured over the GPUs" : "estimated from one rank's shard on GPU 0");

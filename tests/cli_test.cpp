@@ -141,6 +141,20 @@ TEST_F(CliTest, TensorParallelRunMatchesOneRankAndRejectsBadSplits) {
   expect_one_line_error(run_duet("ppl -m " + *tiny_ + " --ctx 32 --tp 5 -f " + text), "--tp 5");
 }
 
+// --device cuda --tp 4 forks its worker processes and must come back with one line whatever the machine:
+// no CUDA in the build, no GPU (CI), fewer than 4 GPUs, or a model the CUDA backend cannot run (head_dim 16).
+TEST_F(CliTest, TensorParallelOnCudaFailsInOneLineWhenItCannotRun) {
+  const Outcome o = run_duet("run -m " + *tiny_ + " --device cuda --tp 4 -n 2 hi");
+  EXPECT_EQ(o.exit_code, 1) << o.err;
+  EXPECT_EQ(o.err.rfind("duet: error: ", 0), 0u) << o.err;
+  EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
+  bool named = false;
+  for (const char* cause : {"not available in this build", "CUDA error", "--tp 4 needs 4 GPUs", "head_dim 16"}) {
+    named = named || o.err.find(cause) != std::string::npos;
+  }
+  EXPECT_TRUE(named) << o.err;
+}
+
 // `duet bench` checks its sweep lists and shapes before it touches a GPU, so this runs on CI's machine too
 // (built with CUDA, no GPU). A build without CUDA answers with its own one-line error instead.
 TEST_F(CliTest, BenchRejectsBadSweepsBeforeUsingTheGpu) {
@@ -154,6 +168,8 @@ TEST_F(CliTest, BenchRejectsBadSweepsBeforeUsingTheGpu) {
   expect_one_line_error(run_duet("bench --batch ''"), "--batch is empty");
   expect_one_line_error(run_duet("bench --shape llama2-7b --ctx 512,8190"), "--ctx 8190 is too long for llama2-7b");
   expect_one_line_error(run_duet("bench --shape llama9-1t"), "unknown shape 'llama9-1t'");
+  expect_one_line_error(run_duet("bench --shape llama2-7b --tp 3"), "--tp 3 does not divide the 32 query heads");
+  expect_one_line_error(run_duet("bench --shape llama2-7b --tp 0"), "--tp must be at least 1");
 }
 
 }  // namespace
