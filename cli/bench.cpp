@@ -59,6 +59,7 @@ struct BenchOptions : LpOptions {
   uint64_t seed = 1;
   int tp = 1;               // tensor-parallel ranks (cli/bench_tp.h)
   double allreduce_us = 0;  // --tp estimate on one GPU: assumed all-reduce latency
+  std::string allreduce = "nccl";  // --tp measured: nccl or p2p
 };
 
 struct Row {
@@ -168,7 +169,8 @@ void run_bench(const BenchOptions& o) {
     if (!o.model.empty()) fail("duet bench --tp runs random-weight shapes (--shape); drop -m");
     std::vector<TpBenchShape> shapes;
     for (const ModelSource& src : sources) shapes.push_back({src.name, src.config, plans_of(src)});
-    run_tp_bench(shapes, {o.tp, batches, contexts, o.prefill, o.steps, o.allreduce_us, o.seed, o.json_path});
+    run_tp_bench(shapes,
+                 {o.tp, batches, contexts, o.prefill, o.steps, o.allreduce_us, o.seed, o.json_path, o.allreduce == "p2p"});
     return;
   }
 
@@ -316,6 +318,10 @@ void add_bench_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--allreduce-us", options->allreduce_us,
                   "--tp estimate on a single GPU: the all-reduce latency to assume, in microseconds");
+  cmd->add_option("--allreduce", options->allreduce,
+                  "--tp over N GPUs: NCCL or the one-shot peer-to-peer kernel (src/parallel/p2p_all_reduce.h)")
+      ->check(CLI::IsMember({"nccl", "p2p"}))
+      ->capture_default_str();
   cmd->callback([options] { run_bench(*options); });
 }
 

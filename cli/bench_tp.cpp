@@ -111,11 +111,19 @@ Result<Timings> time_model(const ModelConfig& config, const LpPlan& plan, const 
   return t;
 }
 
-// The sharded model on GPUs 0..tp-1, one thread each; rank 0's timings.
+// The sharded model on GPUs 0..tp-1, one thread each, its all-reduces by NCCL or the one-shot P2P kernel;
+// rank 0's timings.
 Result<Timings> time_tensor_parallel(const ModelConfig& shard, const LpPlan& plan, const TpBenchOptions& o, int ctx) {
-  // The decode model and the prompt model each join their own communicator, so each needs its own id.
+  // The decode model and the prompt model each join their own group.
+  const int groups = o.prefill > 0 ? 2 : 1;
   std::vector<NcclId> ids;
-  for (int g = 0; g < (o.prefill > 0 ? 2 : 1); ++g) ids.push_back(value_or_fail(make_nccl_id()));
+  std::vector<std::unique_ptr<P2pGroup>> p2p;
+  const int max_batch = *std::max_element(o.batches.begin(), o.batches.end());
+  for (int g = 0; g < groups; ++g) {
+    ids.push_back(value_or_fail(make_nccl_id()));
+    const int64_t rows = g == 0 ? max_batch : o.prefill;
+    p2p.push_back(std::make_unique<P2pGroup>(o.tp, rows * shard.dim));
+  }
   std::vector<Timings> timings(o.tp);
   std::vector<Status> status(o.tp, ok_status());
   std::vector<std::thread> threads;
@@ -124,7 +132,11 @@ Result<Timings> time_tensor_parallel(const ModelConfig& shard, const LpPlan& pla
       status[r] = cuda_set_device(r);
       if (!status[r].ok()) return;
       size_t next = 0;
-      const JoinFn join = [&](void* stream) { return make_nccl_communicator(ids.at(next++), r, o.tp, r, stream); };
+      const JoinFn join = [&](void* stream) -> Result<std::unique_ptr<Communicator>> {
+        const size_t g = next++;
+        if (o.p2p) return p2p.at(g)->join(r, stream);
+        return make_nccl_communicator(ids.at(g), r, o.tp, r, stream);
+      };
       Result<Timings> t = time_model(shard, plan, o, ctx, o.seed + r, join);
       if (t.ok()) timings[r] = std::move(t).value(); else status[r] = t.error();
     });
@@ -241,7 +253,7 @@ void run_tp_bench(const std::vector<TpBenchShape>& shapes, const TpBenchOptions&
 
   const char* kind = measured ? "measured" : "estimated";
   std::printf("\nduet bench --tp %d (%s): %d x %s visible, bf16, CUDA graphs%s\n", o.tp, kind, visible, device.c_str(),
-              measured ? ", NCCL all-reduces inside the graphs"
+              measured ? (o.p2p ? ", one-shot P2P all-reduces inside the graphs" : ", NCCL all-reduces inside the graphs")
               : visible >= 2 ? ", all-reduce latency measured by NCCL in a CUDA graph over the visible GPUs"
                              : ", all-reduce latency ASSUMED (--allreduce-us)");
   std::printf("| shape | LP plan | L | ctx | B | all-reduces/step | tp1 ms/step | shard ms/step | all-reduce us | "
@@ -260,6 +272,7 @@ void run_tp_bench(const std::vector<TpBenchShape>& shapes, const TpBenchOptions&
     j["gpus_visible"] = visible;
     j["tp"] = o.tp;
     j["mode"] = kind;
+    j["allreduce"] = o.p2p ? "p2p" : "nccl";
     j["prefill_tokens"] = o.prefill;
     for (const TpRow& r : rows) {
       j["results"].push_back({{"shape", r.shape}, {"lp_plan", r.plan}, {"depth", r.depth}, {"context", r.ctx},

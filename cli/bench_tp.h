@@ -28,6 +28,7 @@ struct TpBenchOptions {
   double allreduce_us = 0;  // estimate mode on one GPU: the assumed all-reduce latency (> 0)
   uint64_t seed = 1;
   std::string json_path;
+  bool p2p = false;  // measured mode: the one-shot P2P all-reduce instead of NCCL
 };
 
 // Prints the table to stdout (JSON to json_path); fails the command on error.

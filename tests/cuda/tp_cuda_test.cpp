@@ -268,14 +268,14 @@ TEST(CudaTpNccl, OneShotP2pAllReduceMatchesNccl) {
       ASSERT_EQ(cudaMalloc(&b, count * sizeof(float)), cudaSuccess);
       ASSERT_EQ(cudaMemcpy(a, host.data(), count * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
       ASSERT_EQ(cudaMemcpy(b, host.data(), count * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
-      // Three P2P calls in one graph, replayed once: inputs (x, then n x, then n^2 x) stay exact for
-      // integers only, so the graph runs on a copy of integer data and the float data run eagerly.
+      // Random floats, once each, eagerly: P2P against NCCL (compared after the threads end).
       ASSERT_TRUE((*p2p)->all_reduce_sum(a, count).ok());
       ASSERT_TRUE(nccl.all_reduce_sum(b, count).ok());
       p2p_out[r].resize(count);
       nccl_out[r].resize(count);
       ASSERT_EQ(cudaMemcpyAsync(p2p_out[r].data(), a, count * sizeof(float), cudaMemcpyDeviceToHost, stream), cudaSuccess);
       ASSERT_EQ(cudaMemcpyAsync(nccl_out[r].data(), b, count * sizeof(float), cudaMemcpyDeviceToHost, stream), cudaSuccess);
+      // Small integers through three P2P calls captured in one graph: the exact sum times n^2.
       for (int64_t i = 0; i < count; ++i) host[i] = static_cast<float>((r + 1) * (i % 97));
       ASSERT_EQ(cudaMemcpyAsync(a, host.data(), count * sizeof(float), cudaMemcpyHostToDevice, stream), cudaSuccess);
       cudaGraph_t graph = nullptr;

@@ -5,8 +5,9 @@
 #   2. duet_cuda_tests CudaTpOneGpu.*, CudaTpNccl.*: the sharded CudaModel against one
 #      rank (in-process ranks on GPU 0; NCCL tests need 2+ GPUs and skip otherwise)
 #   3. duet bench --tp N for the llama2-7b and smollm2-135m shapes, baseline and the
-#      shapes' LP plans in the same run: measured with N GPUs, else the estimate
-#      (all-reduce latency from --allreduce-us, $DUET_ALLREDUCE_US, default 10 us)
+#      shapes' LP plans in the same run: measured with N GPUs (NCCL, then the one-shot
+#      P2P all-reduce), else the estimate (all-reduce latency measured over the GPUs
+#      there are when 2+, else ASSUMED: --allreduce-us $DUET_ALLREDUCE_US, default 10)
 # Binaries: $DUET_GPU_BIN (default .gpubin; pack them here first with
 #   tools/gpu/pack_binaries.sh build-cuda duet_cuda_tests duet_bench
 # ). libnccl (218 MB) is not packed: the GPU machine's CUDA install has to provide it.
@@ -40,4 +41,11 @@ cmd="$BIN/duet_bench bench --tp $TP --shape llama2-7b,smollm2-135m --batch 1,16,
 echo "$cmd"
 $cmd > "$OUT/tp_bench.md" 2> "$OUT/tp_bench.log" || { status=1; tail -n 5 "$OUT/tp_bench.log"; }
 cat "$OUT/tp_bench.md"
+if ((gpus >= TP)); then
+  echo "== duet bench --tp $TP --allreduce p2p (the one-shot peer-to-peer all-reduce in the graphs)"
+  cmd="$BIN/duet_bench bench --tp $TP --allreduce p2p --shape llama2-7b,smollm2-135m --batch 1,16 --ctx 1024 --prefill 0 --steps 200 --json $OUT/tp_bench_p2p.json"
+  echo "$cmd"
+  $cmd > "$OUT/tp_bench_p2p.md" 2> "$OUT/tp_bench_p2p.log" || { status=1; tail -n 5 "$OUT/tp_bench_p2p.log"; }
+  cat "$OUT/tp_bench_p2p.md"
+fi
 exit $status
