@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/bench_tp.h"
 #include "cli/commands_bench.h"
 #include "cli/common.h"
 
@@ -56,6 +57,9 @@ struct BenchOptions : LpOptions {
   bool prefill_breakdown = false;
   std::string json_path;
   uint64_t seed = 1;
+  int tp = 1;               // tensor-parallel ranks (cli/bench_tp.h)
+  double allreduce_us = 0;  // --tp estimate on one GPU: assumed all-reduce latency
+  std::string allreduce = "nccl";  // --tp measured: nccl or p2p
 };
 
 struct Row {
@@ -145,20 +149,34 @@ void run_bench(const BenchOptions& o) {
   const double bw = value_or_fail(measure_copy_bandwidth(int64_t{1} << 31));
   std::fprintf(stderr, "copy bandwidth: %.0f GB/s (bytes read + written)\n", bw / 1e9);
 
+  // The baseline, then the custom plan or the shape's default plans.
+  auto plans_of = [&](const ModelSource& src) {
+    std::vector<std::pair<std::string, LpPlan>> plans = {{"none", LpPlan{}}};
+    if (o.baseline_only) return plans;
+    if (!custom_plan.empty()) {
+      check_or_fail(validate_lp_plan(custom_plan, src.config.n_layers));
+      plans.push_back({custom_plan.describe(), custom_plan});
+    }
+    for (const std::string& spec : custom_plan.empty() ? src.default_plans : std::vector<std::string>{}) {
+      const LpPlan plan = value_or_fail(parse_lp_plan_text(spec));
+      check_or_fail(validate_lp_plan(plan, src.config.n_layers));
+      plans.push_back({spec, plan});
+    }
+    return plans;
+  };
+  if (o.tp != 1) {
+    if (o.tp < 1) fail(str_cat("--tp must be at least 1 (got ", o.tp, ")"));
+    if (!o.model.empty()) fail("duet bench --tp runs random-weight shapes (--shape); drop -m");
+    std::vector<TpBenchShape> shapes;
+    for (const ModelSource& src : sources) shapes.push_back({src.name, src.config, plans_of(src)});
+    run_tp_bench(shapes,
+                 {o.tp, batches, contexts, o.prefill, o.steps, o.allreduce_us, o.seed, o.json_path, o.allreduce == "p2p"});
+    return;
+  }
+
   std::vector<Row> rows;
   for (const ModelSource& src : sources) {
-    std::vector<std::pair<std::string, LpPlan>> plans = {{"none", LpPlan{}}};
-    if (!o.baseline_only) {
-      if (!custom_plan.empty()) {
-        check_or_fail(validate_lp_plan(custom_plan, src.config.n_layers));
-        plans.push_back({custom_plan.describe(), custom_plan});
-      }
-      for (const std::string& spec : custom_plan.empty() ? src.default_plans : std::vector<std::string>{}) {
-        const LpPlan plan = value_or_fail(parse_lp_plan_text(spec));
-        check_or_fail(validate_lp_plan(plan, src.config.n_layers));
-        plans.push_back({spec, plan});
-      }
-    }
+    const std::vector<std::pair<std::string, LpPlan>> plans = plans_of(src);
     // Prompts run near the GPU's power cap, so its clock drifts over a run. Every plan's prompt model is built
     // first and the prompts are timed interleaved, one per plan per round, the order reversed every other
     // round; each plan's time is the median over the rounds, so the drift weighs every plan alike. Timed once
@@ -295,6 +313,15 @@ void add_bench_command(CLI::App& app) {
                 "also time each prefill stage (summed over layers) with CUDA events, to stderr");
   cmd->add_option("--json", options->json_path, "write results as JSON");
   cmd->add_option("--seed", options->seed, "seed of the random weights")->capture_default_str();
+  cmd->add_option("--tp", options->tp,
+                  "tensor-parallel ranks: measured over N GPUs when visible, else estimated from one rank's shard")
+      ->capture_default_str();
+  cmd->add_option("--allreduce-us", options->allreduce_us,
+                  "--tp estimate on a single GPU: the all-reduce latency to assume, in microseconds");
+  cmd->add_option("--allreduce", options->allreduce,
+                  "--tp over N GPUs: NCCL or the one-shot peer-to-peer kernel (src/parallel/p2p_all_reduce.h)")
+      ->check(CLI::IsMember({"nccl", "p2p"}))
+      ->capture_default_str();
   cmd->callback([options] { run_bench(*options); });
 }
 

@@ -9,6 +9,9 @@
 #include "backends/cuda/cuda_batch_decoder.h"
 #include "backends/cuda/cuda_decoder.h"
 #endif
+#ifdef DUET_HAVE_NCCL
+#include "backends/cuda/cuda_tp_decoder.h"
+#endif
 
 namespace duet::cli {
 
@@ -35,6 +38,11 @@ void ModelOptions::add_to(CLI::App& cmd, bool with_ctx) {
   if (with_ctx) cmd.add_option("--ctx", ctx, "context positions to allocate (default depends on the command)");
 }
 
+void ModelOptions::add_tp_to(CLI::App& cmd) {
+  cmd.add_option("--tp", tp, "tensor-parallel ranks: threads on --device cpu, one GPU each on cuda")
+      ->capture_default_str();
+}
+
 void set_threads(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
   omp_set_num_threads(threads);  // OpenBLAS runs single-threaded inside (kernels/cpu/matmul.cpp)
@@ -46,10 +54,22 @@ Result<LoadedModel> load(const ModelOptions& options) {
   return load_model(options.model, plan);
 }
 
-Result<std::unique_ptr<Decoder>> make_decoder(const ModelWeights& weights, const std::string& device, int capacity) {
-  if (device == "cpu") return make_cpu_decoder(weights, capacity);
+Result<std::unique_ptr<Decoder>> make_decoder(const ModelWeights& weights, const std::string& device, int capacity,
+                                              int tp) {
+  if (tp < 1) return make_error("--tp must be at least 1 (got ", tp, ")");
+  if (device == "cpu") {
+    if (tp > 1) return make_cpu_tp_decoder(weights, capacity, tp);
+    return make_cpu_decoder(weights, capacity);
+  }
 #ifdef DUET_HAVE_CUDA
-  if (device == "cuda") return make_cuda_decoder(weights, capacity);
+  if (device == "cuda") {
+#ifdef DUET_HAVE_NCCL
+    if (tp > 1) return make_cuda_tp_decoder(weights, capacity, tp);
+#else
+    if (tp > 1) return make_error("--tp ", tp, " on --device cuda needs NCCL, and this build has none");
+#endif
+    return make_cuda_decoder(weights, capacity);
+  }
 #endif
   return make_error("device '", device, "' is not available in this build (built without CUDA)");
 }

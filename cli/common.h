@@ -29,8 +29,11 @@ struct ModelOptions : LpOptions {
   std::string device = "cpu";
   int threads = 0;  // 0: all cores
   int ctx = 0;      // 0: command's default, capped by the model's context
+  int tp = 1;       // tensor-parallel ranks (--tp; only commands that call add_tp_to)
 
   void add_to(CLI::App& cmd, bool with_ctx = true);
+  // --tp N: run the model over N tensor-parallel ranks (threads on cpu, GPUs on cuda).
+  void add_tp_to(CLI::App& cmd);
 };
 
 // Applies --threads to OpenMP (the CPU kernels' only thread pool).
@@ -38,8 +41,9 @@ void set_threads(int threads);
 
 Result<LoadedModel> load(const ModelOptions& options);
 
-// A decoder on --device with `capacity` positions.
-Result<std::unique_ptr<Decoder>> make_decoder(const ModelWeights& weights, const std::string& device, int capacity);
+// A decoder on --device with `capacity` positions, over `tp` tensor-parallel ranks.
+Result<std::unique_ptr<Decoder>> make_decoder(const ModelWeights& weights, const std::string& device, int capacity,
+                                              int tp = 1);
 
 // A batch decoder (server slots) on --device: `slots` sequences of `capacity` positions.
 Result<std::unique_ptr<BatchDecoder>> make_batch_decoder(const ModelWeights& weights, const std::string& device,

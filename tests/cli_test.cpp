@@ -123,6 +123,42 @@ TEST_F(CliTest, LogitsWritesNpyOfPromptPositionsByVocab) {
   EXPECT_EQ(std::filesystem::file_size(out), 128u + 5 * 300 * 4);
 }
 
+// --tp on the CPU (ranks as threads): the greedy text equals --tp 1's, with
+// and without an LP plan; splits that do not divide the model fail in one line.
+TEST_F(CliTest, TensorParallelRunMatchesOneRankAndRejectsBadSplits) {
+  for (const std::string plan : {"", " --lp 2:6"}) {
+    const Outcome one = run_duet("run -m " + *tiny_ + plan + " -n 8 hello");
+    const Outcome two = run_duet("run -m " + *tiny_ + plan + " -n 8 --tp 2 hello");
+    const Outcome four = run_duet("run -m " + *tiny_ + plan + " -n 8 --tp 4 hello");
+    ASSERT_EQ(one.exit_code, 0) << one.err;
+    ASSERT_EQ(two.exit_code, 0) << two.err;
+    ASSERT_EQ(four.exit_code, 0) << four.err;
+    EXPECT_FALSE(one.out.empty());
+    EXPECT_EQ(two.out, one.out) << "plan '" << plan << "'";
+    EXPECT_EQ(four.out, one.out) << "plan '" << plan << "'";
+  }
+  expect_one_line_error(run_duet("run -m " + *tiny_ + " -n 2 --tp 3 hi"), "--tp 3 does not divide the 4 query heads");
+  expect_one_line_error(run_duet("logits -m " + *tiny_ + " --tp 0 --prompt hi -o " + *dir_ + "/tp0.npy"),
+                        "--tp must be at least 1");
+  const std::string text = *dir_ + "/tp_text.txt";
+  std::ofstream(text) << "hello hello world, the tensor parallel ranks";
+  expect_one_line_error(run_duet("ppl -m " + *tiny_ + " --ctx 32 --tp 5 -f " + text), "--tp 5");
+}
+
+// --device cuda --tp 4 forks its worker processes and must come back with one line whatever the machine:
+// no CUDA in the build, no GPU (CI), fewer than 4 GPUs, or a model the CUDA backend cannot run (head_dim 16).
+TEST_F(CliTest, TensorParallelOnCudaFailsInOneLineWhenItCannotRun) {
+  const Outcome o = run_duet("run -m " + *tiny_ + " --device cuda --tp 4 -n 2 hi");
+  EXPECT_EQ(o.exit_code, 1) << o.err;
+  EXPECT_EQ(o.err.rfind("duet: error: ", 0), 0u) << o.err;
+  EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
+  bool named = false;
+  for (const char* cause : {"not available in this build", "CUDA error", "--tp 4 needs 4 GPUs", "head_dim 16"}) {
+    named = named || o.err.find(cause) != std::string::npos;
+  }
+  EXPECT_TRUE(named) << o.err;
+}
+
 // `duet bench` checks its sweep lists and shapes before it touches a GPU, so this runs on CI's machine too
 // (built with CUDA, no GPU). A build without CUDA answers with its own one-line error instead.
 TEST_F(CliTest, BenchRejectsBadSweepsBeforeUsingTheGpu) {
@@ -136,6 +172,8 @@ TEST_F(CliTest, BenchRejectsBadSweepsBeforeUsingTheGpu) {
   expect_one_line_error(run_duet("bench --batch ''"), "--batch is empty");
   expect_one_line_error(run_duet("bench --shape llama2-7b --ctx 512,8190"), "--ctx 8190 is too long for llama2-7b");
   expect_one_line_error(run_duet("bench --shape llama9-1t"), "unknown shape 'llama9-1t'");
+  expect_one_line_error(run_duet("bench --shape llama2-7b --tp 3"), "--tp 3 does not divide the 32 query heads");
+  expect_one_line_error(run_duet("bench --shape llama2-7b --tp 0"), "--tp must be at least 1");
 }
 
 // One row of `duet demo`'s table: the fields after the model's name.

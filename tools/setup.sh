@@ -11,7 +11,7 @@ log() { printf '\n== setup: %s\n' "$*"; }
 # --- Debian packages --------------------------------------------------------
 packages=(build-essential cmake pkg-config libopenblas-dev nlohmann-json3-dev libpcre2-dev libcli11-dev
           libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox clang libclang-rt-14-dev unzip python3 python3-venv
-          libcpp-httplib-dev)
+          libcpp-httplib-dev libopenmpi-dev)  # httplib: duet serve; openmpi: multi-host TP bootstrap (src/parallel/mpi_bootstrap.h)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

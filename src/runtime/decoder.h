@@ -41,4 +41,9 @@ class Decoder {
 // A Decoder on the CPU reference path. `weights` must outlive it.
 std::unique_ptr<Decoder> make_cpu_decoder(const ModelWeights& weights, int capacity);
 
+// The CPU reference path under tensor parallelism: `tp` ranks as threads, each
+// on its shard of `weights` (model/tp_shard.h); an error names a `tp` that does
+// not split the model. `weights` may be freed after the call.
+Result<std::unique_ptr<Decoder>> make_cpu_tp_decoder(const ModelWeights& weights, int capacity, int tp);
+
 }  // namespace duet

@@ -17,7 +17,7 @@ for name in "${binaries[@]}"; do
   cp "$build/$name" .gpubin/
   strip ".gpubin/$name"
   ldd ".gpubin/$name" | awk '/=> \// {print $3}' |
-    grep -v -E 'libcuda|libcublas|libcudart|libc\.so|libm\.so|libpthread|libdl|librt|ld-linux|libstdc|libgcc' |
+    grep -v -E 'libcuda|libcublas|libcudart|libnccl|libc\.so|libm\.so|libpthread|libdl|librt|ld-linux|libstdc|libgcc' |
     xargs -r -I{} cp -Lu {} .gpubin/lib/
 done
 grep -qx '/.gpubin/' .git/info/exclude 2>/dev/null || echo '/.gpubin/' >> .git/info/exclude

@@ -59,8 +59,8 @@ void project_plain(const Matrix& w, const float* x, float* y, int T, MatmulPath 
 
 }  // namespace
 
-CpuModel::CpuModel(const ModelWeights& weights, int max_positions)
-    : weights_(weights), max_positions_(max_positions) {
+CpuModel::CpuModel(const ModelWeights& weights, int max_positions, Communicator* comm)
+    : weights_(weights), max_positions_(max_positions), comm_(comm) {
   const size_t n = static_cast<size_t>(max_positions) * (weights.config.head_dim / 2);
   rope_cos_.resize(n);
   rope_sin_.resize(n);
@@ -209,16 +209,23 @@ Status CpuModel::forward(const int32_t* tokens, int T, KvCache& cache, LogitsMod
     }
   }
   const int64_t n = static_cast<int64_t>(T) * c.dim;
+  const bool rank0 = comm_ == nullptr || comm_->rank() == 0;
   std::vector<float> x(n), block_out(n);
   embed(tokens, T, x.data());
   for (size_t l = 0; l < weights_.layers.size(); ++l) {
     const LayerWeights& layer = weights_.layers[l];
     attention_block(layer, cache.layers[l], cache.length, x.data(), T, block_out.data());
+    if (comm_) DUET_TRY(comm_->all_reduce_sum(block_out.data(), n));
     cpu::add_inplace(x.data(), block_out.data(), n);
     ffn_block(layer, x.data(), T, block_out.data());
+    if (comm_) DUET_TRY(comm_->all_reduce_sum(block_out.data(), n));
     cpu::add_inplace(x.data(), block_out.data(), n);
   }
   cache.length += T;
+  if (!rank0) {
+    logits.clear();
+    return ok_status();
+  }
   const int rows = mode == LogitsMode::All ? T : 1;
   logits.resize(static_cast<size_t>(rows) * c.vocab_size);
   output_logits(x.data() + (T - rows) * static_cast<int64_t>(c.dim), rows, logits.data());

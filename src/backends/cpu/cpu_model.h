@@ -2,6 +2,10 @@
 // (layers of any width, so LP wide layers run unchanged):
 //   h   = x + Attn(norm1(x))
 //   out = h + MLP(norm2(h))
+// Under tensor parallelism (model/tp_shard.h) each rank runs this forward on
+// its shard, with the collectives of `comm`: the sub-blocks' partial outputs
+// are all-reduced before they join the residual stream (two all-reduces per
+// layer), and rank 0 computes the logits.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +13,7 @@
 
 #include "core/result.h"
 #include "model/weights.h"
+#include "parallel/communicator.h"
 #include "runtime/kv_cache.h"
 
 namespace duet {
@@ -17,8 +22,9 @@ enum class LogitsMode { Last, All };
 
 class CpuModel {
  public:
-  // `weights` must outlive the model. Positions up to `max_positions` can be run.
-  CpuModel(const ModelWeights& weights, int max_positions);
+  // `weights` (and `comm`) must outlive the model. Positions up to `max_positions`
+  // can be run. With `comm`, `weights` is that rank's shard.
+  CpuModel(const ModelWeights& weights, int max_positions, Communicator* comm = nullptr);
 
   const ModelWeights& weights() const { return weights_; }
   const ModelConfig& config() const { return weights_.config; }
@@ -26,7 +32,8 @@ class CpuModel {
   KvCache new_cache(int capacity) const { return KvCache::for_model(weights_, capacity); }
 
   // Runs tokens[0..T) at positions cache.length.. and appends their K/V.
-  // logits: [T, V] for LogitsMode::All, [1, V] (last token) for Last.
+  // logits: [T, V] for LogitsMode::All, [1, V] (last token) for Last; left
+  // empty on ranks other than 0.
   Status forward(const int32_t* tokens, int T, KvCache& cache, LogitsMode mode, std::vector<float>& logits) const;
 
   // One token for each of B sequences: tokens[b] runs at position caches[b]->length of its own cache
@@ -46,6 +53,7 @@ class CpuModel {
  private:
   const ModelWeights& weights_;
   int max_positions_;
+  Communicator* comm_;  // null: one device, no collectives
   std::vector<float> rope_cos_, rope_sin_;  // [max_positions, Dh/2]
 };
 

@@ -113,6 +113,7 @@ struct CudaModel::Impl {
   float* part_ml = nullptr;
   int* merge_count = nullptr;  // [max_batch, Hkvmax] chunks done per (sequence, KV head); 0 between steps
   cudaStream_t stream = nullptr;
+  Communicator* comm = nullptr;  // tensor parallelism (set_communicator), or null
   std::unique_ptr<cuda::GemmRunner> gemms;
   void* workspace = nullptr;
   std::vector<int> lengths;
@@ -168,6 +169,20 @@ struct CudaModel::Impl {
   // prefetches K/V and merges in a separate kernel, and its chunks stay at 64 keys or more.
   bool small_layer(int T, int nqkv) const {
     return cuda::gemv_supported(T, config.dim) && cuda::gemv_latency_bound(nqkv, config.dim);
+  }
+
+  // Tensor parallelism: before a row-parallel projection adds its partial sum into the residual stream
+  // x [T, D], ranks other than 0 zero their x, so that the all-reduce after it yields x + sum of partials.
+  Status begin_partial_sum(int T) {
+    if (!comm || comm->rank() == 0) return ok_status();
+    DUET_CUDA_TRY(cudaMemsetAsync(x, 0, static_cast<size_t>(T) * config.dim * sizeof(float), stream));
+    return ok_status();
+  }
+  Status end_partial_sum(int T) {
+    if (!comm) return ok_status();
+    DUET_TRY(comm->all_reduce_sum(x, static_cast<int64_t>(T) * config.dim));
+    mark("all_reduce");
+    return ok_status();
   }
 
   int kv_chunk(int B) const {
@@ -400,6 +415,7 @@ struct CudaModel::Impl {
                                          L.v_cache + off, attn, T, pos0, L.H, L.Hkv, Dh, S, stream, rope));
       }
       mark("attention");
+      DUET_TRY(begin_partial_sum(T));
       if (merge_in_out) {
         DUET_TRY(linear(nullptr, GemvInput::AttentionPartials, nullptr, L.wo, D, L.H * Dh, T, x, GemvOutput::AddF32,
                         nullptr, &partials));
@@ -407,10 +423,13 @@ struct CudaModel::Impl {
         DUET_TRY(linear(attn, GemvInput::Bf16, nullptr, L.wo, D, L.H * Dh, T, x, GemvOutput::AddF32));
       }
       mark("gemm_out");
+      DUET_TRY(end_partial_sum(T));
       DUET_TRY(linear(x, GemvInput::F32RmsNorm, nullptr, L.wgu, 2 * L.F, D, T, h, GemvOutput::SiluMulBf16));
       mark("silu_mul");
+      DUET_TRY(begin_partial_sum(T));  // after gate/up has read x
       DUET_TRY(linear(h, GemvInput::Bf16, nullptr, L.wdown, D, L.F, T, x, GemvOutput::AddF32));
       mark("gemm_down");
+      DUET_TRY(end_partial_sum(T));
     }
     return ok_status();
   }
@@ -649,6 +668,13 @@ int CudaModel::length(int seq) const { return impl_->lengths.at(seq); }
 void CudaModel::reset(int seq) { impl_->lengths.at(seq) = 0; }
 void CudaModel::reset_all() { std::fill(impl_->lengths.begin(), impl_->lengths.end(), 0); }
 int64_t CudaModel::weight_bytes() const { return impl_->weight_bytes; }
+void* CudaModel::stream() const { return impl_->stream; }
+
+Status CudaModel::set_communicator(Communicator* comm) {
+  if (!impl_->graphs.empty()) return make_error("set_communicator: decode graphs were already captured without it");
+  impl_->comm = comm;
+  return ok_status();
+}
 
 Status CudaModel::set_length(int seq, int length) {
   if (seq < 0 || seq >= max_batch()) return make_error("sequence ", seq, " out of range [0, ", max_batch(), ")");
@@ -854,6 +880,16 @@ std::string cuda_device_name() {
   cudaDeviceProp prop{};
   if (cudaGetDevice(&device) != cudaSuccess || cudaGetDeviceProperties(&prop, device) != cudaSuccess) return "unknown";
   return prop.name;
+}
+
+int cuda_device_count() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
+
+Status cuda_set_device(int device) {
+  DUET_CUDA_TRY(cudaSetDevice(device));
+  return ok_status();
 }
 
 }  // namespace duet

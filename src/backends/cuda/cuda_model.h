@@ -26,6 +26,7 @@
 #include "model/config.h"
 #include "model/lp_plan.h"
 #include "model/weights.h"
+#include "parallel/communicator.h"
 
 namespace duet {
 
@@ -58,6 +59,16 @@ class CudaModel {
   void reset_all();
   // Declares that sequence seq holds `length` positions (bench: a warm cache of random K/V).
   Status set_length(int seq, int length);
+
+  // Tensor parallelism (model/tp_shard.h): this model holds rank comm->rank()'s shard, and its
+  // attention output and FFN down projections become partial sums completed by an all-reduce of
+  // the residual stream on `comm` (device buffers, enqueued on stream(); NCCL calls land inside
+  // the decode graphs). Rank 0 adds its partial to the stream, the others to zeros, so the sum is
+  // x + sum of partials. Every rank computes the (replicated) logits. Call before the first step;
+  // `comm` must outlive the model.
+  Status set_communicator(Communicator* comm);
+  // The cudaStream_t every step is enqueued on (void* keeps this header free of CUDA).
+  void* stream() const;
 
   // Runs tokens[0..T) of sequence seq at positions length(seq).. and appends their K/V.
   // logits: [T, V] for LogitsMode::All, [1, V] for Last.
@@ -100,5 +111,8 @@ Result<double> measure_copy_bandwidth(int64_t bytes);
 
 // Name of the current GPU, for reports.
 std::string cuda_device_name();
+// GPUs visible to this process (0 when CUDA cannot start), and selecting one for this thread.
+int cuda_device_count();
+Status cuda_set_device(int device);
 
 }  // namespace duet

@@ -1,0 +1,22 @@
+// The --device cuda --tp N Decoder: one process per GPU on this host (NCCL's
+// advice when collectives are captured in CUDA graphs). The calling process is
+// rank 0 on GPU 0: it forks N-1 worker processes before it touches CUDA, each
+// takes GPU r and its shard of the weights (model/tp_shard.h), and all join one
+// NCCL communicator. Rank 0 validates each step, sends it to the workers over a
+// pipe (kind, token count, tokens) and runs its own shard; the residual stream
+// is all-reduced inside every rank's decode graph. Only rank 0 returns logits.
+// Plain C++ header; defined in cuda_tp_decoder.cu (CUDA builds with NCCL).
+#pragma once
+
+#include <memory>
+
+#include "core/result.h"
+#include "model/weights.h"
+#include "runtime/decoder.h"
+
+namespace duet {
+
+// An error names a `tp` that does not split the model or exceeds the visible GPUs.
+Result<std::unique_ptr<Decoder>> make_cuda_tp_decoder(const ModelWeights& weights, int capacity, int tp);
+
+}  // namespace duet

@@ -1,0 +1,75 @@
+// The CPU Decoder under tensor parallelism: `tp` ranks as threads of this
+// process, each a CpuModel on its shard (model/tp_shard.h) with its own KV
+// cache, joined by an InProcessGroup. Rank 0 runs on the caller's thread and
+// returns the logits; the others run on threads started for each forward.
+#include <omp.h>
+
+#include <thread>
+
+#include "model/tp_shard.h"
+#include "parallel/in_process.h"
+#include "runtime/decoder.h"
+
+namespace duet {
+namespace {
+
+class CpuTpDecoder final : public Decoder {
+ public:
+  CpuTpDecoder(std::vector<ModelWeights> shards, int capacity)
+      : shards_(std::move(shards)), group_(static_cast<int>(shards_.size())) {
+    for (int r = 0; r < group_.size(); ++r) {
+      models_.push_back(std::make_unique<CpuModel>(shards_[r], capacity, &group_.rank(r)));
+      caches_.push_back(models_.back()->new_cache(capacity));
+    }
+  }
+
+  Status forward(const int32_t* tokens, int T, LogitsMode mode, std::vector<float>& logits) override {
+    const int tp = group_.size();
+    // The ranks share the cores: each runs its OpenMP regions on its part of them.
+    const int caller_threads = omp_get_max_threads();
+    const int per_rank = std::max(1, caller_threads / tp);
+    std::vector<Status> status(tp);
+    std::vector<std::vector<float>> follower_logits(tp);
+    std::vector<std::thread> followers;
+    for (int r = 1; r < tp; ++r) {
+      followers.emplace_back([&, r] {
+        omp_set_num_threads(per_rank);
+        status[r] = models_[r]->forward(tokens, T, caches_[r], mode, follower_logits[r]);
+      });
+    }
+    omp_set_num_threads(per_rank);
+    status[0] = models_[0]->forward(tokens, T, caches_[0], mode, logits);
+    omp_set_num_threads(caller_threads);
+    for (std::thread& t : followers) t.join();
+    // Every rank validates the same input, so they fail (or not) together.
+    for (const Status& s : status) DUET_TRY(s);
+    return ok_status();
+  }
+  void reset() override {
+    for (KvCache& c : caches_) c.clear();
+  }
+  int position() const override { return caches_[0].length; }
+  int capacity() const override { return caches_[0].capacity; }
+  int vocab_size() const override { return shards_[0].config.vocab_size; }
+  std::string device_name() const override { return str_cat("cpu (tp ", group_.size(), ")"); }
+
+ private:
+  std::vector<ModelWeights> shards_;  // [tp]
+  InProcessGroup group_;
+  std::vector<std::unique_ptr<CpuModel>> models_;  // [tp]
+  std::vector<KvCache> caches_;                    // [tp]
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Decoder>> make_cpu_tp_decoder(const ModelWeights& weights, int capacity, int tp) {
+  DUET_TRY(check_tensor_parallel(weights, tp));
+  std::vector<ModelWeights> shards;
+  for (int r = 0; r < tp; ++r) {
+    DUET_ASSIGN_OR_RETURN(ModelWeights shard, shard_weights(weights, r, tp));
+    shards.push_back(std::move(shard));
+  }
+  return std::unique_ptr<Decoder>(std::make_unique<CpuTpDecoder>(std::move(shards), capacity));
+}
+
+}  // namespace duet

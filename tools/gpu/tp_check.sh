@@ -1,0 +1,51 @@
+#!/bin/bash
+# Tensor parallelism on the GPU machine (issue 24), in one device call:
+#   1. duet_cuda_tests CudaTpProcesses.*: the --device cuda --tp N decoder (a worker
+#      process per GPU, NCCL in the decode graphs) against one GPU; --tp > GPUs fails
+#   2. duet_cuda_tests CudaTpOneGpu.*, CudaTpNccl.*: the sharded CudaModel against one
+#      rank (in-process ranks on GPU 0; NCCL tests need 2+ GPUs and skip otherwise)
+#   3. duet bench --tp N for the llama2-7b and smollm2-135m shapes, baseline and the
+#      shapes' LP plans in the same run: measured with N GPUs (NCCL, then the one-shot
+#      P2P all-reduce), else the estimate (all-reduce latency measured over the GPUs
+#      there are when 2+, else ASSUMED: --allreduce-us $DUET_ALLREDUCE_US, default 10)
+# Binaries: $DUET_GPU_BIN (default .gpubin; pack them here first with
+#   tools/gpu/pack_binaries.sh build-cuda duet_cuda_tests duet_bench
+# ). libnccl (218 MB) is not packed: the GPU machine's CUDA install has to provide it.
+# Logs and JSON go to $OUT (the device tool's return folder) or /tmp/duet_tp.
+set -u -o pipefail
+BIN=${DUET_GPU_BIN:-.gpubin}
+OUT=${OUT:-/tmp/duet_tp}
+TP=${DUET_TP:-2}
+mkdir -p "$OUT"
+lib_dir() { find /usr/local /opt /usr/lib -name "$1" -printf '%h\n' 2>/dev/null | head -n 1; }
+cublas_dir=$(lib_dir 'libcublas.so.13*')
+nccl_dir=$(lib_dir 'libnccl.so.2*')
+[[ -n $nccl_dir ]] || echo "warning: no libnccl.so.2 on this machine; the NCCL binaries will not start"
+export LD_LIBRARY_PATH="$BIN/lib:/usr/local/cuda/lib64:${cublas_dir}:${nccl_dir}:${LD_LIBRARY_PATH:-}"
+export NCCL_NVLS_ENABLE=0
+status=0
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+nvidia-smi topo -m 2>/dev/null | head -12 || true
+gpus=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | wc -l)
+echo "GPUs visible: $gpus; --tp $TP"
+
+echo "== duet_cuda_tests: --device cuda --tp N worker processes (a process that has not started CUDA)"
+"$BIN/duet_cuda_tests" --gtest_filter='CudaTpProcesses.*' > "$OUT/tp_processes.log" 2>&1 || status=1
+grep -E "^\[ +(OK|FAILED|PASSED|SKIPPED) |Failure|rank|error" "$OUT/tp_processes.log" | head -20
+echo "== duet_cuda_tests: sharded CudaModel, in-process ranks and NCCL"
+"$BIN/duet_cuda_tests" --gtest_filter='CudaTpOneGpu.*:CudaTpNccl.*' > "$OUT/tp_cuda_tests.log" 2>&1 || status=1
+grep -E "^\[ +(OK|FAILED|PASSED|SKIPPED) |Failure|rank" "$OUT/tp_cuda_tests.log" | head -40
+
+echo "== duet bench --tp $TP"
+cmd="$BIN/duet_bench bench --tp $TP --shape llama2-7b,smollm2-135m --batch 1,16,64 --ctx 1024 --prefill 2048 --steps 200 --allreduce-us ${DUET_ALLREDUCE_US:-10} --json $OUT/tp_bench.json"
+echo "$cmd"
+$cmd > "$OUT/tp_bench.md" 2> "$OUT/tp_bench.log" || { status=1; tail -n 5 "$OUT/tp_bench.log"; }
+cat "$OUT/tp_bench.md"
+if ((gpus >= TP)); then
+  echo "== duet bench --tp $TP --allreduce p2p (the one-shot peer-to-peer all-reduce in the graphs)"
+  cmd="$BIN/duet_bench bench --tp $TP --allreduce p2p --shape llama2-7b,smollm2-135m --batch 1,16 --ctx 1024 --prefill 0 --steps 200 --json $OUT/tp_bench_p2p.json"
+  echo "$cmd"
+  $cmd > "$OUT/tp_bench_p2p.md" 2> "$OUT/tp_bench_p2p.log" || { status=1; tail -n 5 "$OUT/tp_bench_p2p.log"; }
+  cat "$OUT/tp_bench_p2p.md"
+fi
+exit $status
