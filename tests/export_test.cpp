@@ -490,17 +490,17 @@ TEST(ExportDeciLoader, RejectsMalformedPerLayerWidths) {
   EXPECT_NE(no_ffn.message().find("layer 2"), std::string::npos) << no_ffn.message();
 }
 
-TEST_F(ExportFile, RejectsLpMetadataThatDisagreesWithTheLayers) {
-  // Rewrite an exported file's duet.lp.pairs so they no longer add up to its depth.
-  const LoadedModel lp = load_or_fail(*llama_, *parse_lp_pairs("1,3"));
-  const std::string out = *dir_ + "/lp_meta.gguf";
-  ASSERT_TRUE(export_gguf(lp, ExportType::F32, out).ok());
-  auto file = GgufFile::open(out);
-  ASSERT_TRUE(file.ok());
+// The exported file of `lp` with duet.lp.pairs / duet.lp.original_depth replaced.
+std::string with_lp_metadata(const std::string& exported, const std::string& out, const std::vector<int32_t>& pairs,
+                             uint32_t original_depth) {
+  auto file = GgufFile::open(exported);
+  EXPECT_TRUE(file.ok()) << file.message();
   GgufWriter g;
   for (const auto& [key, value] : file->metadata()) {
     if (key == "duet.lp.pairs") {
-      g.add_int_array(key, {1});
+      g.add_int_array(key, pairs);
+    } else if (key == "duet.lp.original_depth") {
+      g.add_uint32(key, original_depth);
     } else {
       g.add_value(key, value);
     }
@@ -508,11 +508,27 @@ TEST_F(ExportFile, RejectsLpMetadataThatDisagreesWithTheLayers) {
   for (const TensorInfo& t : file->tensors()) {
     g.add_tensor(t.name, t.dtype, t.shape, std::vector<uint8_t>(t.data, t.data + t.nbytes));
   }
-  const std::string bad = *dir_ + "/lp_meta_bad.gguf";
-  ASSERT_TRUE(g.write(bad).ok());
-  Result<LoadedModel> m = load_model(bad, LpPlan{});
-  ASSERT_FALSE(m.ok());
-  EXPECT_NE(m.message().find("duet.lp.pairs"), std::string::npos) << m.message();
+  EXPECT_TRUE(g.write(out).ok());
+  return out;
+}
+
+TEST_F(ExportFile, RejectsLpMetadataThatDisagreesWithTheLayers) {
+  const LoadedModel lp = load_or_fail(*llama_, *parse_lp_pairs("1,3"));  // 4 layers from 6
+  const std::string out = *dir_ + "/lp_meta.gguf";
+  ASSERT_TRUE(export_gguf(lp, ExportType::F32, out).ok());
+  ASSERT_TRUE(load_model(with_lp_metadata(out, *dir_ + "/lp_same.gguf", {1, 3}, 6), LpPlan{}).ok());
+  const std::vector<std::pair<std::vector<int32_t>, uint32_t>> bad = {
+      {{1}, 6},      // 5 layers, not 4
+      {{-1}, 5},     // a negative layer
+      {{3, 1}, 6},   // unsorted
+      {{1, 2}, 6},   // overlapping
+      {{1, 5}, 6},   // crosses the last layer
+  };
+  for (const auto& [pairs, depth] : bad) {
+    Result<LoadedModel> m = load_model(with_lp_metadata(out, *dir_ + "/lp_bad.gguf", pairs, depth), LpPlan{});
+    ASSERT_FALSE(m.ok()) << "pairs[0] " << pairs[0] << " depth " << depth;
+    EXPECT_NE(m.message().find("duet.lp.pairs"), std::string::npos) << m.message();
+  }
 }
 
 // ---------------------------------------------------------------- the command

@@ -71,7 +71,10 @@ Status read_lp_source_layers(const GgufFile& file, ModelWeights& weights) {
     return make_error(file.path(), ": metadata has only one of duet.lp.pairs and duet.lp.original_depth");
   }
   LpPlan plan;
-  for (int64_t p : *pairs) plan.pair_starts.push_back(static_cast<int>(std::clamp<int64_t>(p, -1, 1 << 20)));
+  for (int64_t p : *pairs) {
+    if (p < 0 || p > (1 << 20)) return make_error(file.path(), ": duet.lp.pairs holds layer ", p);
+    plan.pair_starts.push_back(static_cast<int>(p));
+  }
   const int depth = static_cast<int>(std::clamp<int64_t>(*original_depth, 0, 1 << 20));
   if (Status valid = validate_lp_plan(plan, depth); !valid.ok()) {
     return make_error(file.path(), ": duet.lp.pairs: ", valid.message());
