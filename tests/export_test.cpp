@@ -576,7 +576,7 @@ TEST_F(ExportFile, CommandWritesAFileThatInfoDescribes) {
 TEST_F(ExportFile, CommandRejectsBadInput) {
   const std::string out = *dir_ + "/cli_bad.gguf";
   expect_one_line_error(run_duet("export -m " + *llama_ + " --type q4_0 -o " + out), "unknown export type 'q4_0'");
-  expect_one_line_error(run_duet("export -m " + *llama_ + " --lp 3:9 -o " + out), "");
+  expect_one_line_error(run_duet("export -m " + *llama_ + " --lp 3:9 -o " + out), "crosses the end of the model");
   expect_one_line_error(run_duet("export -m " + *llama_ + " --lp-plan /nonexistent/plan.txt -o " + out), "plan.txt");
   expect_one_line_error(run_duet("export -m " + *llama_ + " -o /nonexistent_dir/x.gguf"), "does not exist");
   expect_one_line_error(run_duet("export -m " + *llama_ + " -o " + *dir_), "is a directory");
