@@ -200,6 +200,7 @@ std::string* ExportFile::qwen2_ = nullptr;
 
 TEST_F(ExportFile, CarriesDeciMetadataPerLayerWidthsAndTheSourceTokenizer) {
   const LoadedModel lp = load_or_fail(*llama_, *parse_lp_pairs("1,3"));
+  EXPECT_TRUE(check_exportable(lp).ok());
   const std::string out = *dir_ + "/llama_lp.gguf";
   ASSERT_TRUE(export_gguf(lp, ExportType::Q8_0, out).ok());
   auto file = GgufFile::open(out);
@@ -414,6 +415,7 @@ void expect_error(const Status& s, const std::string& fragment) {
 TEST_F(ExportFile, RefusesQwen3) {
   const std::string path = test::write_gguf_checkpoint(test::random_weights(test::tiny_qwen3_config(), 9), *dir_ + "/qwen3.gguf");
   const LoadedModel m = load_or_fail(path, LpPlan{});
+  expect_error(check_exportable(m), "q/k norms");
   expect_error(export_gguf(m, ExportType::F16, *dir_ + "/qwen3_out.gguf"), "q/k norms");
   EXPECT_FALSE(fs::exists(*dir_ + "/qwen3_out.gguf"));
 }
@@ -424,6 +426,7 @@ TEST_F(ExportFile, RefusesHfSourcesForWantOfTokenizerMetadata) {
   const std::string dir = test::write_hf_checkpoint(test::random_weights(test::tiny_llama_config(), 7), test::temp_dir("export_hf"));
   LoadedModel m = load_or_fail(*llama_, LpPlan{});
   m.path = dir;
+  expect_error(check_exportable(m), "GGUF source");
   expect_error(export_gguf(m, ExportType::F16, *dir_ + "/hf_out.gguf"), "GGUF source");
 }
 
@@ -438,6 +441,7 @@ TEST_F(ExportFile, RefusesWeightsWhoseShapesDisagreeWithTheirLayer) {
   // What a training bug could hand over: a matrix whose float data lost rows.
   LoadedModel m = load_or_fail(*llama_, *parse_lp_pairs("0"));
   m.weights.layers[0].ffn_up.data.resize(10);
+  expect_error(check_exportable(m), "blk.0.ffn_up");
   expect_error(export_gguf(m, ExportType::F32, *dir_ + "/bad.gguf"), "blk.0.ffn_up");
 }
 
