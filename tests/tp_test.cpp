@@ -262,6 +262,15 @@ TEST(TpSmolLM2, Tp3MatchesTp1WithAndWithoutLp) {
     EXPECT_FALSE(shard->layers[5].attn_q.packed.empty()) << "column-parallel Q keeps its Q4_1 rows";
     EXPECT_FALSE(shard->layers[5].attn_out.packed.empty()) << "row-parallel O keeps its Q4_1 blocks";
     EXPECT_FALSE(shard->layers[5].ffn_down.packed.empty()) << "row-parallel down keeps its Q4_1 blocks";
+    // The LP pair (10, 11) as one wide layer: rank 1's heads 6..11 of 18 straddle its two halves, so its
+    // encoded rows keep two gain groups (one per half) instead of falling back to float32.
+    auto merged = apply_lp_plan(*w, *parse_lp_pairs("10"));
+    ASSERT_TRUE(merged.ok());
+    auto wide = shard_weights(*merged, 1, 3);
+    ASSERT_TRUE(wide.ok());
+    EXPECT_FALSE(wide->layers[10].attn_q.packed.empty());
+    EXPECT_EQ(wide->layers[10].attn_packed_gains.rows, 2);
+    EXPECT_EQ(wide->layers[10].ffn_packed_gains.rows, 2);
   }
   const std::vector<int32_t> prompt = {1, 504, 3458, 282, 4649, 314, 1345, 30, 378, 1115, 282, 12536, 17};
   for (const char* plan : {"", "10,12,14,16"}) {

@@ -75,6 +75,7 @@ std::optional<std::vector<int64_t>> shard_groups(int64_t n, int64_t groups, Span
 void shard_packed_gains(const Matrix& gains, const std::vector<const Matrix*>& full, const std::vector<Span>& spans,
                         const std::vector<Matrix*>& shards, Matrix& shard_gains) {
   shard_gains = gains;
+  if (gains.rows == 0) return;  // no encoded rows to group
   std::optional<std::vector<int64_t>> common;
   bool consistent = true;
   for (size_t i = 0; i < full.size(); ++i) {
