@@ -224,6 +224,28 @@ TEST_P(TpForward, SixHeadModelMatchesTp1AtTp3WithAndWithoutLp) {
   }
 }
 
+// The same with Q4_1 rows, so that decode steps run the encoded rows of every shard: O and down sliced
+// inside their rows at block boundaries (32 of 96 columns, 64 of 192 in the wide layers), and the rank whose
+// block straddles an LP pair's halves reading one gain group per half.
+TEST_P(TpForward, SixHeadQ4_1ModelMatchesTp1AtTp3WithAndWithoutLp) {
+  const std::string family = GetParam();
+  ModelConfig c = family == "llama" ? test::tiny_llama_config()
+                  : family == "qwen2" ? test::tiny_qwen2_config()
+                                      : test::tiny_qwen3_config();
+  const ModelWeights w = test::with_q4_1_rows(test::random_weights(with_heads(c, 6, 3), 22));
+  auto merged = apply_lp_plan(w, *parse_lp_pairs("2"));
+  ASSERT_TRUE(merged.ok());
+  auto straddling = shard_weights(*merged, 1, 3);
+  ASSERT_TRUE(straddling.ok());
+  EXPECT_FALSE(straddling->layers[2].attn_out.packed.empty());
+  EXPECT_FALSE(straddling->layers[2].ffn_down.packed.empty());
+  EXPECT_EQ(straddling->layers[2].attn_packed_gains.rows, 2);
+  const std::vector<int32_t> prompt = some_tokens(10, c.vocab_size);
+  for (const char* plan : {"", "2", "0,2,4"}) {
+    expect_tp_matches(w, plan, 3, prompt, 5, kTinyTpTolerance, family + " 6 heads Q4_1 plan '" + plan + "' tp 3");
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, TpForward, ::testing::Values("llama", "qwen2", "qwen3"));
 
 // The check above can fail: rank 0's shard run alone, without the all-reduces
