@@ -329,10 +329,12 @@ void give_q4_1_rows(Matrix& m, std::mt19937& rng) {
   ASSERT_EQ(m.cols % 32, 0);
   const int64_t blocks = m.cols / 32;
   m.packed = PackedRows{DType::Q4_1, blocks * 20, std::vector<uint8_t>(m.rows * blocks * 20)};
-  std::uniform_real_distribution<float> scale(0.002f, 0.02f), offset(-0.1f, 0.0f);
   for (int64_t b = 0; b < m.rows * blocks; ++b) {
     uint8_t* block = m.packed.bytes.data() + b * 20;
-    const uint16_t d = f32_to_fp16(scale(rng)), min = f32_to_fp16(offset(rng));
+    // fp16 bit patterns drawn directly (no F16C: duet_cuda_tests builds this file without -mf16c):
+    // scale d in [2^-9, 2^-6), min in (-2^-4, -2^-7].
+    const uint16_t d = static_cast<uint16_t>(((6 + rng() % 3) << 10) | (rng() & 0x3ff));
+    const uint16_t min = static_cast<uint16_t>(0x8000 | ((8 + rng() % 3) << 10) | (rng() & 0x3ff));
     std::memcpy(block, &d, 2);
     std::memcpy(block + 2, &min, 2);
     for (int j = 4; j < 20; ++j) block[j] = static_cast<uint8_t>(rng());
