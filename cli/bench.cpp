@@ -118,6 +118,8 @@ void run_bench(const BenchOptions& o) {
   const std::vector<int> batches = parse_positive_list(o.batches, "--batch", "1,16,64");
   const std::vector<int> contexts = parse_positive_list(o.contexts, "--ctx", "512,1024,4096");
   const int max_batch = *std::max_element(batches.begin(), batches.end());
+  if (o.tp < 1) fail(str_cat("--tp must be at least 1 (got ", o.tp, ")"));
+  if (o.tp != 1 && !o.model.empty()) fail("duet bench --tp runs random-weight shapes (--shape); drop -m");
 
   std::vector<ModelSource> sources;
   if (!o.model.empty()) {
@@ -144,11 +146,6 @@ void run_bench(const BenchOptions& o) {
     }
   }
 
-  const std::string device = cuda_device_name();
-  std::fprintf(stderr, "duet bench on %s: measuring copy bandwidth (2 GiB device-to-device)...\n", device.c_str());
-  const double bw = value_or_fail(measure_copy_bandwidth(int64_t{1} << 31));
-  std::fprintf(stderr, "copy bandwidth: %.0f GB/s (bytes read + written)\n", bw / 1e9);
-
   // The baseline, then the custom plan or the shape's default plans.
   auto plans_of = [&](const ModelSource& src) {
     std::vector<std::pair<std::string, LpPlan>> plans = {{"none", LpPlan{}}};
@@ -165,14 +162,17 @@ void run_bench(const BenchOptions& o) {
     return plans;
   };
   if (o.tp != 1) {
-    if (o.tp < 1) fail(str_cat("--tp must be at least 1 (got ", o.tp, ")"));
-    if (!o.model.empty()) fail("duet bench --tp runs random-weight shapes (--shape); drop -m");
     std::vector<TpBenchShape> shapes;
     for (const ModelSource& src : sources) shapes.push_back({src.name, src.config, plans_of(src)});
     run_tp_bench(shapes,
                  {o.tp, batches, contexts, o.prefill, o.steps, o.allreduce_us, o.seed, o.json_path, o.allreduce == "p2p"});
     return;
   }
+
+  const std::string device = cuda_device_name();
+  std::fprintf(stderr, "duet bench on %s: measuring copy bandwidth (2 GiB device-to-device)...\n", device.c_str());
+  const double bw = value_or_fail(measure_copy_bandwidth(int64_t{1} << 31));
+  std::fprintf(stderr, "copy bandwidth: %.0f GB/s (bytes read + written)\n", bw / 1e9);
 
   std::vector<Row> rows;
   for (const ModelSource& src : sources) {

@@ -184,33 +184,6 @@ TEST(LpMerge, DecodeWithCacheMatchesFullPrefill) {
   EXPECT_LE(d.max_abs, kLpFp32Tolerance);
 }
 
-// Gives every projection random Q4_1 rows and sets its float32 rows to their
-// decoded values, as a quantized checkpoint loads.
-void give_q4_1_rows(Matrix& m, std::mt19937& rng) {
-  ASSERT_EQ(m.cols % 32, 0);
-  const int64_t blocks = m.cols / 32;
-  m.packed = PackedRows{DType::Q4_1, blocks * 20, std::vector<uint8_t>(m.rows * blocks * 20)};
-  std::uniform_real_distribution<float> scale(0.002f, 0.02f), offset(-0.1f, 0.0f);
-  for (int64_t b = 0; b < m.rows * blocks; ++b) {
-    uint8_t* block = m.packed.bytes.data() + b * 20;
-    const uint16_t d = f32_to_fp16(scale(rng)), min = f32_to_fp16(offset(rng));
-    std::memcpy(block, &d, 2);
-    std::memcpy(block + 2, &min, 2);
-    for (int j = 4; j < 20; ++j) block[j] = static_cast<uint8_t>(rng());
-  }
-  for (int64_t r = 0; r < m.rows; ++r) dequantize_row(DType::Q4_1, m.packed.bytes.data() + r * m.packed.row_bytes, m.row(r), m.cols);
-}
-
-ModelWeights with_q4_1_rows(ModelWeights w) {
-  std::mt19937 rng(99);
-  for (LayerWeights& l : w.layers) {
-    for (Matrix* m : {&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_out, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) give_q4_1_rows(*m, rng);
-    l.attn_packed_gains = Matrix{1, w.config.dim, l.attn_norm, {}};
-    l.ffn_packed_gains = Matrix{1, w.config.dim, l.ffn_norm, {}};
-  }
-  return w;
-}
-
 ModelWeights without_packed_rows(ModelWeights w) {
   for (LayerWeights& l : w.layers)
     for (Matrix* m : {&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_out, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) m->packed = {};
@@ -220,7 +193,7 @@ ModelWeights without_packed_rows(ModelWeights w) {
 TEST_P(LpExactness, PackedDecodeRowsOfWideLayersMatchFoldedFloatRows) {
   // Wide layers keep their encoded rows unfolded (gains applied to the input
   // per row group); decode through them must equal the folded float32 path.
-  const ModelWeights w = with_q4_1_rows(test::random_weights(GetParam()(), 13));
+  const ModelWeights w = test::with_q4_1_rows(test::random_weights(GetParam()(), 13));
   auto merged = apply_lp_plan(w, *parse_lp_pairs("1,3"));
   ASSERT_TRUE(merged.ok()) << merged.message();
   ASSERT_FALSE(merged->layers[1].attn_q.packed.empty());

@@ -5,9 +5,11 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <cstring>
 #include <random>
 
 #include "core/half.h"
+#include "io/dequant.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 
@@ -318,6 +320,38 @@ Diff max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
     }
   }
   return d;
+}
+
+namespace {
+
+// Random Q4_1 rows for every row of m, and its float32 rows set to their decoded values.
+void give_q4_1_rows(Matrix& m, std::mt19937& rng) {
+  ASSERT_EQ(m.cols % 32, 0);
+  const int64_t blocks = m.cols / 32;
+  m.packed = PackedRows{DType::Q4_1, blocks * 20, std::vector<uint8_t>(m.rows * blocks * 20)};
+  for (int64_t b = 0; b < m.rows * blocks; ++b) {
+    uint8_t* block = m.packed.bytes.data() + b * 20;
+    // fp16 bit patterns drawn directly (no F16C: duet_cuda_tests builds this file without -mf16c):
+    // scale d in [2^-9, 2^-6), min in (-2^-4, -2^-7].
+    const uint16_t d = static_cast<uint16_t>(((6 + rng() % 3) << 10) | (rng() & 0x3ff));
+    const uint16_t min = static_cast<uint16_t>(0x8000 | ((8 + rng() % 3) << 10) | (rng() & 0x3ff));
+    std::memcpy(block, &d, 2);
+    std::memcpy(block + 2, &min, 2);
+    for (int j = 4; j < 20; ++j) block[j] = static_cast<uint8_t>(rng());
+  }
+  for (int64_t r = 0; r < m.rows; ++r) dequantize_row(DType::Q4_1, m.packed.bytes.data() + r * m.packed.row_bytes, m.row(r), m.cols);
+}
+
+}  // namespace
+
+ModelWeights with_q4_1_rows(ModelWeights w) {
+  std::mt19937 rng(99);
+  for (LayerWeights& l : w.layers) {
+    for (Matrix* m : {&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_out, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) give_q4_1_rows(*m, rng);
+    l.attn_packed_gains = Matrix{1, w.config.dim, l.attn_norm, {}};
+    l.ffn_packed_gains = Matrix{1, w.config.dim, l.ffn_norm, {}};
+  }
+  return w;
 }
 
 }  // namespace duet::test

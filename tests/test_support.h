@@ -34,6 +34,11 @@ std::string write_hf_checkpoint(const ModelWeights& weights, const std::string& 
 // plus the special tokens when the vocab is large enough.
 std::string write_gguf_checkpoint(const ModelWeights& weights, const std::string& path);
 
+// Every projection given random Q4_1 rows (PackedRows, as a quantized GGUF
+// loads) with its float32 rows set to their decoded values; needs every
+// projection's input width to be a multiple of 32.
+ModelWeights with_q4_1_rows(ModelWeights weights);
+
 // The weights as the CUDA backend stores them: every matrix rounded to bf16
 // (and encoded rows dropped, so the CPU reference reads the rounded values).
 ModelWeights rounded_to_bf16(ModelWeights weights);

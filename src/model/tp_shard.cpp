@@ -1,7 +1,6 @@
 #include "model/tp_shard.h"
 
 #include <algorithm>
-#include <optional>
 
 #include "core/check.h"
 
@@ -50,11 +49,12 @@ Matrix slice_cols(const Matrix& w, Span cols) {
   return out;
 }
 
-// The row groups of a shard of rows [rows) of a matrix of n rows in `groups`
-// equal row groups (packed gains, one per LP half): the source group of each
-// equal-size run, or nullopt when the shard cannot be cut into equal runs that
-// each lie in one source group.
-std::optional<std::vector<int64_t>> shard_groups(int64_t n, int64_t groups, Span rows) {
+// The row groups of a shard: rows [rows) of a matrix of n rows in `groups`
+// equal row groups (packed gains, one per LP half), cut into equal runs that
+// each lie in one source group; returns the runs' source groups. The runs are
+// always equal for a valid split: a half holds n/2 rows, a shard n/tp, so the
+// half boundary is either a shard boundary or a shard's midpoint.
+std::vector<int64_t> shard_groups(int64_t n, int64_t groups, Span rows) {
   const int64_t per_group = n / groups;
   std::vector<int64_t> sources, lengths;
   for (int64_t r = rows.begin; r < rows.end;) {
@@ -63,32 +63,26 @@ std::optional<std::vector<int64_t>> shard_groups(int64_t n, int64_t groups, Span
     lengths.push_back(end - r);
     r = end;
   }
-  for (int64_t len : lengths) {
-    if (len != lengths.front()) return std::nullopt;
-  }
+  for (int64_t len : lengths) DUET_CHECK(len == lengths.front());
   return sources;
 }
 
-// Encoded rows of the shards of `mats` (which share one gains table) keep one
-// gains row per equal row group; if the groups of the matrices differ, the
-// shards drop their encoded rows and run on float32 (always exact).
-void shard_packed_gains(const Matrix& gains, const std::vector<const Matrix*>& full, const std::vector<Span>& spans,
-                        const std::vector<Matrix*>& shards, Matrix& shard_gains) {
-  shard_gains = gains;
-  std::optional<std::vector<int64_t>> common;
-  bool consistent = true;
+// The gains table of a shard's encoded rows: one row per run of rows from one
+// LP half. Q, K and V (gate and up) share a table; their shards span the same
+// halves in the same proportions (KV spans are query spans / the GQA group).
+Matrix shard_packed_gains(const Matrix& gains, const std::vector<const Matrix*>& full, const std::vector<Span>& spans) {
+  if (gains.rows <= 1) return gains;  // one group: every row reads the same gains
+  std::vector<int64_t> common;
   for (size_t i = 0; i < full.size(); ++i) {
     if (full[i]->packed.empty()) continue;
-    auto groups = shard_groups(full[i]->rows, gains.rows, spans[i]);
-    if (!groups || (common && *common != *groups)) consistent = false;
-    if (groups && !common) common = groups;
+    const std::vector<int64_t> groups = shard_groups(full[i]->rows, gains.rows, spans[i]);
+    DUET_CHECK(common.empty() || common == groups);
+    common = groups;
   }
-  if (!common || !consistent) {
-    for (Matrix* m : shards) m->packed = {};
-    return;
-  }
-  shard_gains = Matrix{static_cast<int64_t>(common->size()), gains.cols, {}, {}};
-  for (int64_t g : *common) shard_gains.data.insert(shard_gains.data.end(), gains.row(g), gains.row(g) + gains.cols);
+  if (common.empty()) return gains;  // no encoded rows: the gains are never read
+  Matrix out{static_cast<int64_t>(common.size()), gains.cols, {}, {}};
+  for (int64_t g : common) out.data.insert(out.data.end(), gains.row(g), gains.row(g) + gains.cols);
+  return out;
 }
 
 LayerWeights shard_layer(const LayerWeights& l, int head_dim, int rank, int tp) {
@@ -117,15 +111,13 @@ LayerWeights shard_layer(const LayerWeights& l, int head_dim, int rank, int tp) 
     s.attn_k_norm = slice_rows(l.attn_k_norm, kv);
   }
   s.attn_out = slice_cols(l.attn_out, q_rows);
-  shard_packed_gains(l.attn_packed_gains, {&l.attn_q, &l.attn_k, &l.attn_v}, {q_rows, kv_rows, kv_rows},
-                     {&s.attn_q, &s.attn_k, &s.attn_v}, s.attn_packed_gains);
+  s.attn_packed_gains = shard_packed_gains(l.attn_packed_gains, {&l.attn_q, &l.attn_k, &l.attn_v}, {q_rows, kv_rows, kv_rows});
 
   s.ffn_norm = l.ffn_norm;
   s.ffn_gate = slice_rows(l.ffn_gate, ffn);
   s.ffn_up = slice_rows(l.ffn_up, ffn);
   s.ffn_down = slice_cols(l.ffn_down, ffn);
-  shard_packed_gains(l.ffn_packed_gains, {&l.ffn_gate, &l.ffn_up}, {ffn, ffn}, {&s.ffn_gate, &s.ffn_up},
-                     s.ffn_packed_gains);
+  s.ffn_packed_gains = shard_packed_gains(l.ffn_packed_gains, {&l.ffn_gate, &l.ffn_up}, {ffn, ffn});
   return s;
 }
 

@@ -11,8 +11,12 @@
 # Binaries: $DUET_GPU_BIN (default .gpubin; pack them here first with
 #   tools/gpu/pack_binaries.sh build-cuda duet_cuda_tests duet_bench
 # ). libnccl (218 MB) is not packed: the GPU machine's CUDA install has to provide it.
-# Logs and JSON go to $OUT (the device tool's return folder) or /tmp/duet_tp.
+# Logs and JSON go to $OUT (the device tool's return folder) or /tmp/duet_tp. A hang (a rank that failed
+# while the others wait in a collective) ends at the timeouts below.
+# The device tool allows 10 minutes a command: run `tp_check.sh tests`, then `tp_check.sh bench`
+# (and `tp_check.sh p2p` with N GPUs) as separate calls; no argument runs all three.
 set -u -o pipefail
+mode=${1:-all}
 BIN=${DUET_GPU_BIN:-.gpubin}
 OUT=${OUT:-/tmp/duet_tp}
 TP=${DUET_TP:-2}
@@ -29,23 +33,29 @@ nvidia-smi topo -m 2>/dev/null | head -12 || true
 gpus=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | wc -l)
 echo "GPUs visible: $gpus; --tp $TP"
 
+if [[ $mode == tests || $mode == all ]]; then
 echo "== duet_cuda_tests: --device cuda --tp N worker processes (a process that has not started CUDA)"
-"$BIN/duet_cuda_tests" --gtest_filter='CudaTpProcesses.*' > "$OUT/tp_processes.log" 2>&1 || status=1
+timeout 280 "$BIN/duet_cuda_tests" --gtest_filter='CudaTpProcesses.*' > "$OUT/tp_processes.log" 2>&1 || status=1
 grep -E "^\[ +(OK|FAILED|PASSED|SKIPPED) |Failure|rank|error" "$OUT/tp_processes.log" | head -20
 echo "== duet_cuda_tests: sharded CudaModel, in-process ranks and NCCL"
-"$BIN/duet_cuda_tests" --gtest_filter='CudaTpOneGpu.*:CudaTpNccl.*' > "$OUT/tp_cuda_tests.log" 2>&1 || status=1
+timeout 280 "$BIN/duet_cuda_tests" --gtest_filter='CudaTpOneGpu.*:CudaTpNccl.*' > "$OUT/tp_cuda_tests.log" 2>&1 || status=1
 grep -E "^\[ +(OK|FAILED|PASSED|SKIPPED) |Failure|rank" "$OUT/tp_cuda_tests.log" | head -40
 
+fi
+
+if [[ $mode == bench || $mode == all ]]; then
 echo "== duet bench --tp $TP"
 cmd="$BIN/duet_bench bench --tp $TP --shape llama2-7b,smollm2-135m --batch 1,16,64 --ctx 1024 --prefill 2048 --steps 200 --allreduce-us ${DUET_ALLREDUCE_US:-10} --json $OUT/tp_bench.json"
 echo "$cmd"
-$cmd > "$OUT/tp_bench.md" 2> "$OUT/tp_bench.log" || { status=1; tail -n 5 "$OUT/tp_bench.log"; }
+timeout 560 $cmd > "$OUT/tp_bench.md" 2> "$OUT/tp_bench.log" || { status=1; tail -n 5 "$OUT/tp_bench.log"; }
 cat "$OUT/tp_bench.md"
-if ((gpus >= TP)); then
+fi
+
+if [[ ($mode == p2p || $mode == all) ]] && ((gpus >= TP)); then
   echo "== duet bench --tp $TP --allreduce p2p (the one-shot peer-to-peer all-reduce in the graphs)"
   cmd="$BIN/duet_bench bench --tp $TP --allreduce p2p --shape llama2-7b,smollm2-135m --batch 1,16 --ctx 1024 --prefill 0 --steps 200 --json $OUT/tp_bench_p2p.json"
   echo "$cmd"
-  $cmd > "$OUT/tp_bench_p2p.md" 2> "$OUT/tp_bench_p2p.log" || { status=1; tail -n 5 "$OUT/tp_bench_p2p.log"; }
+  timeout 560 $cmd > "$OUT/tp_bench_p2p.md" 2> "$OUT/tp_bench_p2p.log" || { status=1; tail -n 5 "$OUT/tp_bench_p2p.log"; }
   cat "$OUT/tp_bench_p2p.md"
 fi
 exit $status
