@@ -22,7 +22,8 @@
 namespace duet::cli {
 namespace {
 
-// Original prose (two paragraphs, 302 SmolLM2 tokens): plain English for the perplexity column and the prefill speed.
+// Original prose (two paragraphs, 302 SmolLM2 tokens): plain English for the perplexity column and the
+// prefill speed.
 constexpr const char* kDemoText =
     "The lighthouse stood at the end of a long stone pier, and for more than a hundred years its keepers had "
     "climbed the narrow stairs each evening to light the lamp. Ships passing in the night relied on its steady "
@@ -71,7 +72,7 @@ struct Entry {
 
 std::string stem(const std::string& path) { return std::filesystem::path(path).stem().string(); }
 
-// The token sequences a model runs: the built-in text and the chat prompt, checked against its context.
+// The token sequences a model runs: the built-in text and the chat prompts, checked against its context.
 struct DemoInputs {
   std::vector<int32_t> text;
   std::vector<std::vector<int32_t>> prompts;
@@ -89,12 +90,12 @@ Result<DemoInputs> demo_inputs(const Tokenizer& tokenizer, const ModelConfig& co
                                    : tokenizer.encode(question, tokenizer.add_bos_default(), false));
     capacity = std::max(capacity, in.prompts.back().size() + o.max_new_tokens);
   }
-  in.capacity = static_cast<int>(capacity);
-  if (in.capacity > config.max_context) {
-    return make_error("the demo needs ", in.capacity, " positions (the built-in text of ", in.text.size(),
+  if (capacity > static_cast<size_t>(config.max_context)) {
+    return make_error("the demo needs ", capacity, " positions (the built-in text of ", in.text.size(),
                       " tokens and ", kSpeedDecodeSteps,
                       " decode steps, or a prompt and -n tokens); the model's context is ", config.max_context);
   }
+  in.capacity = static_cast<int>(capacity);
   return in;
 }
 
@@ -170,7 +171,7 @@ void run(const DemoOptions& o) {
   LoadedModel base = value_or_fail(load_model(o.model, {}));
   for (const PlanColumn& c : columns) {
     const Status valid = validate_lp_plan(c.plan, base.original_depth);
-    if (!valid.ok()) fail(str_cat(c.path, ": ", valid.message()));
+    if (!valid.ok()) fail(str_cat(c.path, ": ", valid.message(), " (--plans and --aggressive choose the plan files)"));
   }
   // LP keeps the context and the tokenizer, so the baseline's inputs serve every plan.
   const DemoInputs inputs = value_or_fail(demo_inputs(base.tokenizer, base.weights.config, o));

@@ -230,6 +230,13 @@ TEST_F(CliTest, DemoBadInput) {
   expect_one_line_error(run_duet("demo -m " + *tiny_ + " --plans " + *dir_ + "/too_far.txt"),
                         *dir_ + "/too_far.txt: bad LP plan: pair (8,9) is out of range");
   expect_one_line_error(run_duet("demo -m " + *tiny_ + " -n 0"), "-n must be at least 1");
+  // The text fits 2048 positions; an answer budget near INT_MAX must not wrap around the check.
+  ModelConfig config = test::tiny_llama_config();
+  config.max_context = 2048;
+  const std::string long_model =
+      test::write_gguf_checkpoint(test::random_weights(config, 12), *dir_ + "/tiny_long_bad.gguf");
+  expect_one_line_error(run_duet("demo -m " + long_model + " --plans '' --aggressive '' -n 2147483647"),
+                        "the model's context is 2048");
   // The tiny model's 128 positions cannot hold the built-in text.
   expect_one_line_error(run_duet("demo -m " + *tiny_ + " --plans '' --aggressive ''"), "the model's context is 128");
 }
