@@ -7,6 +7,7 @@
 // docs/RESULTS.md); a healed model is an ordinary GGUF that duet loads with its
 // depth baked in (`duet heal -o models/healed_*.gguf`), run without a plan.
 #include <glob.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -200,7 +201,12 @@ void run(const DemoOptions& o) {
     measure(entries.back(), healed.value().weights, healed.value().tokenizer, healed_inputs.value(), o);
   }
 
-  std::printf("\nduet demo: %s on %s\n\n", base.path.c_str(), o.device.c_str());
+  std::printf("\nduet demo: %s on %s", base.path.c_str(), o.device.c_str());
+  if (o.device == "cpu") {
+    const int threads = omp_get_max_threads();
+    std::printf(", %d thread%s", threads, threads == 1 ? "" : "s");
+  }
+  std::printf("\n\n");
   print_table(entries);
   std::printf(
       "\nrecommended: the plans that lose least accuracy on the full dev sets (docs/RESULTS.md); aggressive: a deep\n"
