@@ -180,7 +180,7 @@ void run_bench(const BenchOptions& o) {
     // Prompts run near the GPU's power cap, so its clock drifts over a run. Every plan's prompt model is built
     // first and the prompts are timed interleaved, one per plan per round, the order reversed every other
     // round; each plan's time is the median over the rounds, so the drift weighs every plan alike. Timed once
-    // each, plan after plan, LP prompts read 2-3% on either side of their baseline (bench/RESULTS.md,
+    // each, plan after plan, LP prompts read 2-3% on either side of their baseline (bench/RESULTS.md at 7611f28,
     // fifteenth pass).
     std::map<std::string, double> prefill_ms_of, prefill_tflops_of;
     if (o.prefill > 0) {

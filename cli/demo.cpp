@@ -7,6 +7,7 @@
 // docs/RESULTS.md); a healed model is an ordinary GGUF that duet loads with its
 // depth baked in (`duet heal -o models/healed_*.gguf`), run without a plan.
 #include <glob.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -22,7 +23,8 @@
 namespace duet::cli {
 namespace {
 
-// Original prose (two paragraphs, ~330 tokens): plain English for the perplexity column and the prefill speed.
+// Original prose (two paragraphs, 302 SmolLM2 tokens): plain English for the perplexity column and the
+// prefill speed.
 constexpr const char* kDemoText =
     "The lighthouse stood at the end of a long stone pier, and for more than a hundred years its keepers had "
     "climbed the narrow stairs each evening to light the lamp. Ships passing in the night relied on its steady "
@@ -71,7 +73,7 @@ struct Entry {
 
 std::string stem(const std::string& path) { return std::filesystem::path(path).stem().string(); }
 
-// The token sequences a model runs: the built-in text and the chat prompt, checked against its context.
+// The token sequences a model runs: the built-in text and the chat prompts, checked against its context.
 struct DemoInputs {
   std::vector<int32_t> text;
   std::vector<std::vector<int32_t>> prompts;
@@ -89,12 +91,12 @@ Result<DemoInputs> demo_inputs(const Tokenizer& tokenizer, const ModelConfig& co
                                    : tokenizer.encode(question, tokenizer.add_bos_default(), false));
     capacity = std::max(capacity, in.prompts.back().size() + o.max_new_tokens);
   }
-  in.capacity = static_cast<int>(capacity);
-  if (in.capacity > config.max_context) {
-    return make_error("the demo needs ", in.capacity, " positions (the built-in text of ", in.text.size(),
+  if (capacity > static_cast<size_t>(config.max_context)) {
+    return make_error("the demo needs ", capacity, " positions (the built-in text of ", in.text.size(),
                       " tokens and ", kSpeedDecodeSteps,
                       " decode steps, or a prompt and -n tokens); the model's context is ", config.max_context);
   }
+  in.capacity = static_cast<int>(capacity);
   return in;
 }
 
@@ -170,7 +172,7 @@ void run(const DemoOptions& o) {
   LoadedModel base = value_or_fail(load_model(o.model, {}));
   for (const PlanColumn& c : columns) {
     const Status valid = validate_lp_plan(c.plan, base.original_depth);
-    if (!valid.ok()) fail(str_cat(c.path, ": ", valid.message()));
+    if (!valid.ok()) fail(str_cat(c.path, ": ", valid.message(), " (--plans and --aggressive choose the plan files)"));
   }
   // LP keeps the context and the tokenizer, so the baseline's inputs serve every plan.
   const DemoInputs inputs = value_or_fail(demo_inputs(base.tokenizer, base.weights.config, o));
@@ -199,7 +201,12 @@ void run(const DemoOptions& o) {
     measure(entries.back(), healed.value().weights, healed.value().tokenizer, healed_inputs.value(), o);
   }
 
-  std::printf("\nduet demo: %s on %s\n\n", base.path.c_str(), o.device.c_str());
+  std::printf("\nduet demo: %s on %s", base.path.c_str(), o.device.c_str());
+  if (o.device == "cpu") {
+    const int threads = omp_get_max_threads();
+    std::printf(", %d thread%s", threads, threads == 1 ? "" : "s");
+  }
+  std::printf("\n\n");
   print_table(entries);
   std::printf(
       "\nrecommended: the plans that lose least accuracy on the full dev sets (docs/RESULTS.md); aggressive: a deep\n"

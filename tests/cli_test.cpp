@@ -22,11 +22,12 @@ struct Outcome {
   std::string out, err;
 };
 
-// Runs `duet ARGS` (in directory `cwd` when given) with a 120 s limit (a hang fails the test instead of the suite).
-Outcome run_duet(const std::string& args, const std::string& cwd = "") {
+// Runs `duet ARGS` (in directory `cwd` when given) with a time limit, so that a hang fails the test instead
+// of the suite.
+Outcome run_duet(const std::string& args, const std::string& cwd = "", int limit_seconds = 120) {
   const std::string dir = test::temp_dir("cli");
-  const std::string cmd = (cwd.empty() ? "" : "cd '" + cwd + "' && ") + "timeout 120 " + std::string(DUET_BINARY) +
-                          " " + args + " >" + dir + "/out 2>" + dir + "/err";
+  const std::string cmd = (cwd.empty() ? "" : "cd '" + cwd + "' && ") + "timeout " + std::to_string(limit_seconds) +
+                          " " + std::string(DUET_BINARY) + " " + args + " >" + dir + "/out 2>" + dir + "/err";
   const int status = std::system(cmd.c_str());
   Outcome o;
   o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -268,6 +269,110 @@ TEST_F(CliTest, DemoBadInput) {
   expect_one_line_error(run_duet("demo -m " + *tiny_ + " --plans " + *dir_ + "/too_far.txt"),
                         *dir_ + "/too_far.txt: bad LP plan: pair (8,9) is out of range");
   expect_one_line_error(run_duet("demo -m " + *tiny_ + " -n 0"), "-n must be at least 1");
+  // The tiny model's 128 positions cannot hold the built-in text.
+  expect_one_line_error(run_duet("demo -m " + *tiny_ + " --plans '' --aggressive ''"), "the model's context is 128");
+}
+
+// One row of `duet demo`'s table: the fields after the model's name.
+struct DemoRow {
+  std::string role, pairs;
+  int depth = 0;
+  double prefill_tps = 0, decode_tps = 0, ppl = 0;
+};
+
+// The table row whose first column is `name` (names may hold a space, so the name is matched whole).
+std::optional<DemoRow> demo_row(const std::string& out, const std::string& name) {
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(name + "  ", 0) != 0) continue;
+    std::istringstream fields(line.substr(name.size()));
+    DemoRow r;
+    if (fields >> r.role >> r.pairs >> r.depth >> r.prefill_tps >> r.decode_tps >> r.ppl) return r;
+  }
+  return std::nullopt;
+}
+
+void expect_demo_row(const std::string& out, const std::string& name, const std::string& role,
+                     const std::string& pairs, int depth) {
+  const std::optional<DemoRow> r = demo_row(out, name);
+  ASSERT_TRUE(r.has_value()) << "no table row for '" << name << "' in:\n" << out;
+  EXPECT_EQ(r->role, role) << name;
+  EXPECT_EQ(r->pairs, pairs) << name;
+  EXPECT_EQ(r->depth, depth) << name;
+  EXPECT_GT(r->prefill_tps, 0) << name;
+  EXPECT_GT(r->decode_tps, 0) << name;
+  EXPECT_TRUE(std::isfinite(r->ppl) && r->ppl > 1) << name << ": perplexity " << r->ppl;
+  // One answer per prompt.
+  const std::string answer_header = "\n[" + name + ", " + role + ", depth " + std::to_string(depth) + "]";
+  size_t answers = 0;
+  for (size_t at = out.find(answer_header); at != std::string::npos; at = out.find(answer_header, at + 1)) ++answers;
+  EXPECT_EQ(answers, 2u) << "answers of '" << name << "' in:\n" << out;
+}
+
+// The demo's structure on a tiny model: the baseline, each recommended plan, the aggressive one and every
+// healed GGUF the glob finds (one that does not load is reported, not fatal), each with its own depth.
+TEST_F(CliTest, DemoShowsEveryPlanAndHealedModel) {
+  // The built-in text is ~1500 byte tokens for the tiny vocab: a copy of the tiny model with a longer context.
+  ModelConfig config = test::tiny_llama_config();
+  config.max_context = 2048;
+  const std::string model = test::write_gguf_checkpoint(test::random_weights(config, 11), *dir_ + "/tiny_long.gguf");
+  const std::string healed_dir = *dir_ + "/healed";
+  std::filesystem::create_directories(healed_dir);
+  // A "healed" model that is the baseline's own file must reproduce the baseline's row exactly.
+  std::filesystem::copy_file(model, healed_dir + "/healed_same.gguf");
+  std::ofstream(healed_dir + "/healed_broken.gguf") << "not a gguf file at all";
+  std::ofstream(*dir_ + "/rec_a.txt") << "# one pair\n0\n";
+  std::ofstream(*dir_ + "/rec_b.txt") << "2,4\n";
+  std::ofstream(*dir_ + "/agg.txt") << "0:6\n";
+
+  const Outcome o = run_duet("demo -m " + model + " -t 1 -n 4 --plans " + *dir_ + "/rec_a.txt," + *dir_ +
+                             "/rec_b.txt --aggressive " + *dir_ + "/agg.txt --healed '" + healed_dir +
+                             "/healed_*.gguf'");
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_NE(o.out.find("depth  prefill tok/s  decode tok/s  perplexity"), std::string::npos) << o.out;
+  expect_demo_row(o.out, "baseline", "-", "none", 6);
+  expect_demo_row(o.out, "LP rec_a", "recommended", "0", 5);
+  expect_demo_row(o.out, "LP rec_b", "recommended", "2,4", 4);
+  expect_demo_row(o.out, "LP agg", "aggressive", "0,2,4", 3);
+  expect_demo_row(o.out, "healed_same", "healed", "built-in", 6);
+  EXPECT_FALSE(demo_row(o.out, "healed_broken").has_value()) << o.out;
+  EXPECT_NE(o.out.find("skipped healed model " + healed_dir + "/healed_broken.gguf"), std::string::npos) << o.out;
+  // Rows in order: baseline, recommended, aggressive, healed.
+  EXPECT_LT(o.out.find("baseline  "), o.out.find("LP rec_a  "));
+  EXPECT_LT(o.out.find("LP rec_b  "), o.out.find("LP agg  "));
+  EXPECT_LT(o.out.find("LP agg  "), o.out.find("healed_same  "));
+  EXPECT_LT(o.out.find("prompt 1: "), o.out.find("prompt 2: "));
+  // The same weights give the same perplexity; a plan changes the function, so its perplexity differs.
+  const double base_ppl = demo_row(o.out, "baseline")->ppl;
+  EXPECT_EQ(demo_row(o.out, "healed_same")->ppl, base_ppl);
+  EXPECT_NE(demo_row(o.out, "LP agg")->ppl, base_ppl);
+}
+
+// README command 1's demo with its defaults: the plan files under plans/ on the default model. Four models
+// each prefill the built-in text twice; the limit only catches a hang, on a machine shared with builds too.
+TEST_F(CliTest, DemoDefaultsShowTheCommittedPlansOnSmolLM2) {
+  test::model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
+  const Outcome o = run_duet("demo -t 1 -n 8 --healed ''", test::source_dir(), 400);
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  expect_demo_row(o.out, "baseline", "-", "none", 30);
+  expect_demo_row(o.out, "LP smollm2_135m_contiguous_2", "recommended", "24,26", 28);
+  expect_demo_row(o.out, "LP smollm2_135m_contiguous_4", "recommended", "20,22,24,26", 26);
+  expect_demo_row(o.out, "LP smollm2_135m_searched_8", "aggressive", "4,6,12,14,17,20,22,25", 22);
+}
+
+TEST_F(CliTest, DemoBadInput) {
+  std::ofstream(*dir_ + "/too_far.txt") << "8\n";
+  expect_one_line_error(run_duet("demo -m " + *tiny_ + " --plans /nonexistent/plan.txt"), "/nonexistent/plan.txt");
+  expect_one_line_error(run_duet("demo -m " + *tiny_ + " --plans " + *dir_ + "/too_far.txt"),
+                        *dir_ + "/too_far.txt: bad LP plan: pair (8,9) is out of range");
+  expect_one_line_error(run_duet("demo -m " + *tiny_ + " -n 0"), "-n must be at least 1");
+  // The text fits 2048 positions; an answer budget near INT_MAX must not wrap around the check.
+  ModelConfig config = test::tiny_llama_config();
+  config.max_context = 2048;
+  const std::string long_model =
+      test::write_gguf_checkpoint(test::random_weights(config, 12), *dir_ + "/tiny_long_bad.gguf");
+  expect_one_line_error(run_duet("demo -m " + long_model + " --plans '' --aggressive '' -n 2147483647"),
+                        "the model's context is 2048");
   // The tiny model's 128 positions cannot hold the built-in text.
   expect_one_line_error(run_duet("demo -m " + *tiny_ + " --plans '' --aggressive ''"), "the model's context is 128");
 }

@@ -5,7 +5,7 @@
 #   3. duet bench on the smollm2-135m shape for each committed plan (B = 1, 64)
 #   4. duet eval on the full dev sets of the six tasks, baseline and plans (timed)
 # The model is too big for one call's 64 MiB: earlier calls leave it (and the
-# task data) in /tmp/m; docs/cuda.md has the three-call recipe.
+# task data) in /tmp/m; docs/cuda.md has the two-call recipe (tools/gpu/stage_transfer.sh).
 set -u -o pipefail
 BIN=${DUET_GPU_BIN:-.gpubin}
 MODEL=${DUET_MODEL:-/tmp/m/SmolLM2-135M-Instruct.Q4_1.gguf}

@@ -94,7 +94,7 @@ struct CudaModel::Impl {
   // Prompts: the attention kernel rotates q as it loads it (layers without QKV bias or q norm), so
   // rope_qkv_write reads and writes only k and v. Per 2048-token prompt on an H200, rope_qkv_write
   // 1.18-1.21 -> 0.85-0.87 ms at llama2-7b (0.68 -> 0.34 at llama3-8b), attention +0.05-0.15 ms; the
-  // whole prompt -0.1 to -0.35 ms (bench/RESULTS.md, fourteenth pass).
+  // whole prompt -0.1 to -0.35 ms (bench/RESULTS.md at 7611f28, fourteenth pass).
   bool prefill_attention_rotates_q = false;
   int rows_cap = 0;            // max(max_batch, max_prefill)
   int logit_rows_cap = 0;
@@ -188,7 +188,7 @@ struct CudaModel::Impl {
   int kv_chunk(int B) const {
     // Enough (chunk, KV head, sequence) blocks to fill the chip twice over, in chunks of at least 64 keys,
     // or, for one sequence over large layers, 32: llama3-8b batch 1 4.005 -> 3.946 ms per step, qwen2.5-7b
-    // 3.787 -> 3.758, llama3.2-1b 0.808 -> 0.798 (H200; means of alternated runs, bench/RESULTS.md). Not
+    // 3.787 -> 3.758, llama3.2-1b 0.808 -> 0.798 (H200; means of alternated runs, bench/RESULTS.md at 7611f28). Not
     // for small layers, where 32-key chunks doubled the merge kernel's work (smollm2-135m 0.416 -> 0.434
     // ms), nor for two sequences (qwen2.5-7b batch 2 4.064 -> 4.082 ms).
     const ModelConfig& c = config;
@@ -380,9 +380,9 @@ struct CudaModel::Impl {
         mark("rope_qkv_write");
       }
       // At batch 1 a small layer's out projection merges the attention's chunks as it stages its input, in
-      // place of the merge kernel (bench/RESULTS.md, thirteenth pass: smollm2-135m -0.7 to -2.4% per step). With
-      // more rows a warp merges several heads one after the other, a round trip each, and the merge kernel
-      // was faster (batch 4 +7% fused).
+      // place of the merge kernel (bench/RESULTS.md at 7611f28, thirteenth pass: smollm2-135m -0.7 to -2.4%
+      // per step). With more rows a warp merges several heads one after the other, a round trip each, and the
+      // merge kernel was faster (batch 4 +7% fused).
       const bool layer_is_small = small_layer(T, nqkv);
       const bool merge_in_out = decode_phase && T == 1 && layer_is_small && cuda::gemv_supported(T, L.H * Dh);
       cuda::AttentionPartials partials;

@@ -4,7 +4,7 @@
 // operand. f32 output with beta = 1 is the fused residual add into the f32 stream.
 // Algorithms: the heuristic's first candidate, except for the shapes given to tune(), for which the
 // candidates are timed once, at tune() (the model tunes its full prefill chunks at creation: llama2-7b's
-// gate/up GEMM 17.7 -> 16.5 ms per 2048-token prompt, bench/RESULTS.md seventh pass). run() does no
+// gate/up GEMM 17.7 -> 16.5 ms per 2048-token prompt, bench/RESULTS.md at 7611f28, seventh pass). run() does no
 // timing, allocation or synchronisation, so it can be captured in a CUDA graph.
 #pragma once
 

@@ -86,7 +86,7 @@ __device__ __forceinline__ void load_row_pair(const bf16* __restrict__ w_row, in
 // [used] f32 (max in the log2 domain) -> v, this lane's dims (lane + 32 i) of the merged head, f32.
 // Rounds of 64 / kDims chunks: lane j holds chunk j's (max, sum), and every chunk's acc for this lane's dims
 // is loaded before any of it is used, so a round is one L2 round trip (with a round trip per chunk, the
-// fused merge was 48% slower than the merge kernel: bench/RESULTS.md, twelfth pass).
+// fused merge was 48% slower than the merge kernel: bench/RESULTS.md at 7611f28, twelfth pass).
 template <int kDims>
 __device__ __forceinline__ void merge_chunks(const float* __restrict__ acc, const float2* __restrict__ ml, int used,
                                              int lane, float (&v)[kDims]) {
@@ -153,7 +153,7 @@ struct RopeOperands {
 };
 
 // kRows: compile-time row capacity (1, 2, 4, 8); rows <= kRows are real, the rest are zero padding.
-// The preload before griddepcontrol.wait: bench/RESULTS.md, sixth pass (smollm2-135m -5.6% per step;
+// The preload before griddepcontrol.wait: bench/RESULTS.md at 7611f28, sixth pass (smollm2-135m -5.6% per step;
 // llama2-7b -2.4% once the out and down projections split to fill the chip, +0.6% before).
 // The RoPE epilogue's arguments ride only on its own instantiation, so the other launches' parameter
 // blocks stay as small as they were.
