@@ -134,9 +134,10 @@ TEST(HostileGguf, NonFiniteRopeThetaIsAnError) {
   GgufWriter w;
   w.add_string("general.architecture", "llama");
   for (const char* key : {"llama.block_count", "llama.embedding_length", "llama.feed_forward_length",
-                          "llama.attention.head_count", "llama.context_length", "llama.vocab_size"}) {
+                          "llama.context_length", "llama.vocab_size"}) {
     w.add_int(key, 64);
   }
+  w.add_int("llama.attention.head_count", 8);  // head dim 8
   w.add_float("llama.rope.freq_base", std::numeric_limits<float>::infinity());
   const std::string path = test::temp_dir("hostile_gguf") + "/inf_theta.gguf";
   ASSERT_TRUE(w.write(path).ok());
@@ -163,6 +164,13 @@ TEST(HostileTokenizerJson, IdsMustBeIntegersInRange) {
   expect_error(Tokenizer::from_hf_json(R"({"model": {"vocab": {"a": 0}, "merges": []},
                                           "added_tokens": [{"id": -1, "content": "x"}]})", ""),
                "is not an integer in 0..2^24-1");
+}
+
+TEST(HostileTokenizerJson, BadSplitRegexNamesTheFile) {
+  // Found by fuzz/tokenizer_json: PCRE2's compile error came without the file name.
+  const std::string text = R"({"model": {"vocab": {"a": 0}, "merges": []},
+    "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "\\p{L+}"}, "behavior": "Isolated"}})";
+  expect_error(Tokenizer::from_hf_json(text, ""), "tokenizer.json: pre-tokenizer regex '\\p{L+}' does not compile");
 }
 
 // ---- safetensors index ----------------------------------------------------------
@@ -213,16 +221,16 @@ TEST(TokenizerRoundTrip, BytesTheVocabCannotSpellAreDropped) {
   // The fuzzer's first round-trip "failure": SmolLM2's byte-level vocab has no
   // token for 0x04 (nor 20 other bytes), so encode drops it as llama.cpp does.
   const Tokenizer smollm2 = load_vocab("SmolLM2-135M-Instruct.Q4_1.gguf");
-  const std::vector<int32_t> ids = smollm2.encode("a\x04b\x06", false, false);
+  const std::vector<int32_t> ids = smollm2.encode("a\x04" "b\x06", false, false);
   EXPECT_EQ(smollm2.decode(ids), "ab");
   EXPECT_EQ(smollm2.decode(smollm2.encode("tab\tnewline\n\xF0\x9F\x91\x8B", false, false)), "tab\tnewline\n\xF0\x9F\x91\x8B");
   const Tokenizer gpt2 = load_vocab("vocab/ggml-vocab-gpt-2.gguf");
-  EXPECT_EQ(gpt2.decode(gpt2.encode("a\x04b\x06", false, false)), "a\x04b\x06");
+  EXPECT_EQ(gpt2.decode(gpt2.encode("a\x04" "b\x06", false, false)), "a\x04" "b\x06");
 }
 
 TEST(TokenizerRoundTrip, SentencePieceSpellsSpaceAsU2581) {
   const Tokenizer spm = load_vocab("vocab/ggml-vocab-llama-spm.gguf");
-  EXPECT_EQ(spm.decode(spm.encode("a\xE2\x96\x81b c", false, false)), "a b c");
+  EXPECT_EQ(spm.decode(spm.encode("a\xE2\x96\x81" "b c", false, false)), "a b c");
   EXPECT_EQ(spm.decode(spm.encode(" x\x04", false, false)), " x\x04");
 }
 
