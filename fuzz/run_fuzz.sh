@@ -58,7 +58,7 @@ for name in "${targets[@]}"; do
     tail -n 60 "$log"
     failed+=("$name")
   else
-    grep -E '^stat::number_of_executed_runs|^#[0-9]+ *DONE' "$log" | tr '\n' ' ' && echo
+    grep -E '^stat::(number_of_executed_units|new_units_added|peak_rss_mb)' "$log" | tr -s ' \n' ' ' && echo
   fi
 done
 if ((${#failed[@]})); then

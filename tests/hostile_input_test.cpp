@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,19 @@ TEST(HostileJson, DeepNestingInTokenizerJson) {
   expect_error(Tokenizer::from_hf_json(text, ""), "nested deeper than 64 levels");
 }
 
+TEST(HostileJson, NumberOverflowIsAnErrorNotAnAbort) {
+  // json::parse throws out_of_range (not parse_error) for 1e999; the safetensors
+  // reader caught only parse_error, so std::terminate ended duet (fuzz/hf_config).
+  const std::string header = R"({"__metadata__": {"x": 1e999}})";
+  std::vector<uint8_t> file(8);
+  const uint64_t len = header.size();
+  std::memcpy(file.data(), &len, 8);
+  file.insert(file.end(), header.begin(), header.end());
+  expect_error(parse_safetensors("big.safetensors", file.data(), file.size()),
+               "big.safetensors: invalid JSON: [json.exception.out_of_range.406] number overflow");
+  expect_error(config_from_hf_json(config_with(R"("vocab_size": 491e30152)")), "config.json: invalid JSON");
+}
+
 TEST(HostileJson, BracketsInsideStringsDoNotCountAsNesting) {
   const std::string brackets(1000, '[');
   auto c = config_from_hf_json(config_with(R"("architectures": [")" + brackets + R"("])"));
@@ -96,10 +110,6 @@ TEST(HostileConfig, RopeScalingFactorsMustBePositiveAndOrdered) {
                "high_freq_factor 2 must exceed low_freq_factor 2");
 }
 
-TEST(HostileConfig, NonFiniteThetaIsAnError) {
-  expect_error(config_from_hf_json(config_with(R"("rope_theta": 1e400)")), "rope theta inf");
-}
-
 // ---- GGUF model metadata -----------------------------------------------------------
 
 TEST(HostileGguf, HugeKeyLengthIsRejectedBeforeRopeFactorsAreAllocated) {
@@ -120,6 +130,23 @@ TEST(HostileGguf, HugeKeyLengthIsRejectedBeforeRopeFactorsAreAllocated) {
   std::filesystem::remove_all(std::filesystem::path(path).parent_path());
 }
 
+TEST(HostileGguf, NonFiniteRopeThetaIsAnError) {
+  GgufWriter w;
+  w.add_string("general.architecture", "llama");
+  for (const char* key : {"llama.block_count", "llama.embedding_length", "llama.feed_forward_length",
+                          "llama.context_length", "llama.vocab_size"}) {
+    w.add_int(key, 64);
+  }
+  w.add_int("llama.attention.head_count", 8);  // head dim 8
+  w.add_float("llama.rope.freq_base", std::numeric_limits<float>::infinity());
+  const std::string path = test::temp_dir("hostile_gguf") + "/inf_theta.gguf";
+  ASSERT_TRUE(w.write(path).ok());
+  auto gguf = GgufFile::open(path);
+  ASSERT_TRUE(gguf.ok()) << gguf.message();
+  expect_error(config_from_gguf(*gguf), "rope theta inf");
+  std::filesystem::remove_all(std::filesystem::path(path).parent_path());
+}
+
 // ---- tokenizer.json -------------------------------------------------------------
 
 TEST(HostileTokenizerJson, SparseIdsCannotAllocateGigabytes) {
@@ -137,6 +164,13 @@ TEST(HostileTokenizerJson, IdsMustBeIntegersInRange) {
   expect_error(Tokenizer::from_hf_json(R"({"model": {"vocab": {"a": 0}, "merges": []},
                                           "added_tokens": [{"id": -1, "content": "x"}]})", ""),
                "is not an integer in 0..2^24-1");
+}
+
+TEST(HostileTokenizerJson, BadSplitRegexNamesTheFile) {
+  // Found by fuzz/tokenizer_json: PCRE2's compile error came without the file name.
+  const std::string text = R"({"model": {"vocab": {"a": 0}, "merges": []},
+    "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "\\p{L+}"}, "behavior": "Isolated"}})";
+  expect_error(Tokenizer::from_hf_json(text, ""), "tokenizer.json: pre-tokenizer regex '\\p{L+}' does not compile");
 }
 
 // ---- safetensors index ----------------------------------------------------------
@@ -171,6 +205,33 @@ TEST(HostileLpPlan, IntMaxLayerIsAnErrorWithoutOverflow) {
 
 TEST(HostileLpPlan, NewlinesInFlagValuesStayOutOfTheMessage) {
   expect_error(parse_lp_range("1\n:x"), "'1\\x0A:x'");
+}
+
+// ---- tokenizer encode / decode (fuzz/tokenizer_encode) ----------------------------
+
+Tokenizer load_vocab(const std::string& name) {
+  auto gguf = GgufFile::open(test::model_path(name));
+  EXPECT_TRUE(gguf.ok()) << gguf.message();
+  auto tok = Tokenizer::from_gguf(*gguf);
+  EXPECT_TRUE(tok.ok()) << tok.message();
+  return std::move(tok).value();
+}
+
+TEST(TokenizerRoundTrip, BytesTheVocabCannotSpellAreDropped) {
+  // The fuzzer's first round-trip "failure": SmolLM2's byte-level vocab has no
+  // token for 0x04 (nor 20 other bytes), so encode drops it as llama.cpp does.
+  const Tokenizer smollm2 = load_vocab("SmolLM2-135M-Instruct.Q4_1.gguf");
+  const std::vector<int32_t> ids = smollm2.encode("a\x04" "b\x06", false, false);
+  EXPECT_EQ(smollm2.decode(ids), "ab");
+  EXPECT_EQ(smollm2.decode(smollm2.encode("tab\tnewline\n\xF0\x9F\x91\x8B", false, false)), "tab\tnewline\n\xF0\x9F\x91\x8B");
+  const Tokenizer gpt2 = load_vocab("vocab/ggml-vocab-gpt-2.gguf");
+  EXPECT_EQ(gpt2.decode(gpt2.encode("a\x04" "b\x06", false, false)), "a\x04" "b\x06");
+}
+
+TEST(TokenizerRoundTrip, SentencePieceSpellsSpaceAsU2581) {
+  const Tokenizer spm = load_vocab("vocab/ggml-vocab-llama-spm.gguf");
+  EXPECT_EQ(spm.decode(spm.encode("a\xE2\x96\x81" "b c", false, false)), "a b c");
+  EXPECT_EQ(spm.decode(spm.encode(" x\x04", false, false)), " x\x04");
 }
 
 }  // namespace

@@ -480,7 +480,7 @@ TEST(TokenizerBadInput, MalformedTokenizerJson) {
   expect_error(Tokenizer::from_hf_json("[1, 2]", ""), "not a valid JSON");
   expect_error(Tokenizer::from_hf_json(R"({"model": {"type": "BPE", "vocab": {"a": 0}}})", ""), "malformed");
   expect_error(Tokenizer::from_hf_json(R"({"model": {"type": "BPE", "vocab": {"a": "zero"}, "merges": []}})", ""),
-               "malformed");
+               "id '\"zero\"' of 'a' is not an integer");
   expect_error(Tokenizer::from_hf_json(R"({"model": {"type": "Unigram", "vocab": []}})", ""),
                "unsupported model type 'Unigram'");
   expect_error(Tokenizer::from_hf_json(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},

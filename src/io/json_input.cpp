@@ -40,9 +40,11 @@ Result<nlohmann::json> parse_json_input(const std::string& name, std::string_vie
     return make_error(name, ": JSON nested deeper than ", kMaxJsonDepth, " levels");
   }
   std::string why;
+  // Not only parse_error: a number too large for a double ("1e999") throws
+  // out_of_range, which once escaped the safetensors reader and aborted duet.
   try {
     return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     why = e.what();
   }
   return make_error(name, ": invalid JSON: ", why);

@@ -33,7 +33,8 @@ void SafetensorsWriter::add_tensor(const std::string& name, DType type,
 void SafetensorsWriter::add_tensor_f32(const std::string& name, const std::vector<int64_t>& shape,
                                        const std::vector<float>& values) {
   std::vector<uint8_t> bytes(values.size() * sizeof(float));
-  std::memcpy(bytes.data(), values.data(), bytes.size());
+  // An empty tensor's vectors hold no buffer, and memcpy from null is undefined even for 0 bytes (UBSan).
+  if (!values.empty()) std::memcpy(bytes.data(), values.data(), bytes.size());
   add_tensor(name, DType::F32, shape, std::move(bytes));
 }
 

@@ -216,7 +216,9 @@ Result<Tokenizer> Tokenizer::from_hf_json(std::string_view tokenizer_json, std::
     PreTokenizerSpec spec;
     DUET_TRY(add_normalizer(root.value("normalizer", json()), spec));
     DUET_TRY(add_pre_tokenizer(root.value("pre_tokenizer", json()), spec));
-    DUET_ASSIGN_OR_RETURN(tok.pre_tokenizer_, PreTokenizer::from_regexes(spec.regexes));
+    Result<PreTokenizer> pre_tokenizer = PreTokenizer::from_regexes(spec.regexes);
+    if (!pre_tokenizer.ok()) return make_error("tokenizer.json: ", pre_tokenizer.message());
+    tok.pre_tokenizer_ = std::move(*pre_tokenizer);
     tok.algorithm_ = Algorithm::kMergeRanks;
     tok.byte_level_ = spec.byte_level;
     tok.escape_whitespace_ = spec.escape_whitespace;
