@@ -56,6 +56,10 @@ if ((need_vocab)); then
   done
 fi
 
+# The server tests' virtual environment (openai client, lm-eval): tools/server_test_venv.sh.
+log "server test venv (.cache/venv-serve)"
+bash tools/server_test_venv.sh >/dev/null
+
 # --- build ------------------------------------------------------------------
 log "building (Release; CUDA backend when nvcc is found)"
 export PATH="$PATH:/usr/local/cuda/bin"
