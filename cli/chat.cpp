@@ -41,7 +41,7 @@ std::string answer(server::Engine& engine, const Tokenizer& tok, server::Generat
     handle->wait_events(events, std::chrono::milliseconds(50));
     for (server::EngineEvent& e : events) {
       std::string out;
-      if (e.kind == server::EngineEvent::Kind::kToken) out = text.push(tok.token_text(e.token));
+      if (e.kind == server::EngineEvent::Kind::kToken && !e.end_of_generation) out = text.push(tok.token_text(e.token));
       if (e.kind == server::EngineEvent::Kind::kFinished) {
         out = text.flush();
         done = true;

@@ -10,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "model/loader.h"
 #include "server/engine.h"
 #include "server/http_server.h"
 
@@ -41,6 +42,13 @@ void serve(ServeOptions o) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);  // a client that vanished mid-write is an error return, not a signal
 
+  // What can be checked without the weights fails before the port is taken (one error line).
+  const ModelConfig config = value_or_fail(load_config(o.model.model));
+  value_or_fail(o.model.plan());
+  const int capacity = o.model.ctx > 0 ? o.model.ctx : std::min(config.max_context, 2048);
+  if (capacity > config.max_context || capacity < 2) {
+    fail(str_cat("--ctx ", capacity, " is outside [2, ", config.max_context, "] (the model's context)"));
+  }
   const int slots = o.slots > 0 ? o.slots : (o.model.device == "cuda" ? 64 : 8);
   o.http.model_id = model_id(o);
   o.http.model_path = o.model.model;
@@ -62,12 +70,6 @@ void serve(ServeOptions o) {
     fail(loaded.message());
   }
   LoadedModel& m = loaded.value();
-  const int model_context = m.weights.config.max_context;
-  const int capacity = o.model.ctx > 0 ? o.model.ctx : std::min(model_context, 2048);
-  if (capacity > model_context || capacity < 2) {
-    stop_listener();
-    fail(str_cat("--ctx ", capacity, " is outside [2, ", model_context, "] (the model's context)"));
-  }
   Result<std::unique_ptr<BatchDecoder>> decoder = make_batch_decoder(m.weights, o.model.device, slots, capacity);
   if (!decoder.ok()) {
     stop_listener();

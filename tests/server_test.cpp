@@ -182,6 +182,8 @@ struct Outcome {
   std::vector<int32_t> tokens;
   std::vector<LogprobEntry> prompt_logprobs;
   server::FinishReason finish = server::FinishReason::kError;
+  bool last_is_end = false;
+  int logprob_tokens = 0;  // token events that carried logprobs
 };
 
 Outcome collect(server::RequestHandle& handle) {
@@ -191,7 +193,11 @@ Outcome collect(server::RequestHandle& handle) {
     std::vector<EngineEvent> events;
     handle.wait_events(events, std::chrono::milliseconds(100));
     for (EngineEvent& e : events) {
-      if (e.kind == EngineEvent::Kind::kToken) out.tokens.push_back(e.token);
+      if (e.kind == EngineEvent::Kind::kToken) {
+        out.tokens.push_back(e.token);
+        out.last_is_end = e.end_of_generation;
+        out.logprob_tokens += e.logprobs.top.empty() ? 0 : 1;
+      }
       if (e.kind == EngineEvent::Kind::kPromptLogprobs) out.prompt_logprobs = e.prompt_logprobs;
       if (e.kind == EngineEvent::Kind::kFinished) {
         out.finish = e.finish;
@@ -203,13 +209,14 @@ Outcome collect(server::RequestHandle& handle) {
   return out;
 }
 
-std::unique_ptr<server::Engine> make_engine(int slots, int prefill_chunk, int max_waiting = 64) {
+std::unique_ptr<server::Engine> make_engine(int slots, int prefill_chunk, int max_waiting = 64,
+                                            std::vector<bool> end_tokens = {}) {
   const ModelWeights& w = smollm2();
   server::EngineOptions options;
   options.prefill_chunk = prefill_chunk;
   options.max_waiting = max_waiting;
-  return std::make_unique<server::Engine>(make_cpu_batch_decoder(w, slots, 128),
-                                          std::vector<bool>(w.config.vocab_size, false), options);
+  end_tokens.resize(w.config.vocab_size, false);
+  return std::make_unique<server::Engine>(make_cpu_batch_decoder(w, slots, 128), std::move(end_tokens), options);
 }
 
 server::GenerationRequest greedy(std::vector<int32_t> prompt, int max_tokens) {
@@ -271,6 +278,28 @@ TEST(Engine, ChunkedPrefillGivesThePromptLogprobsOfOneChunk) {
   EXPECT_TRUE(scored.tokens.empty());
   EXPECT_EQ(scored.prompt_logprobs.size(), prompt.size() - 1);
   EXPECT_EQ(scored.finish, server::FinishReason::kLength);
+}
+
+// An end token still comes out as a token event (lm-eval's echo scoring reads
+// exactly max_tokens generated logprobs), marked, and ends the request.
+TEST(Engine, EndTokenIsSentWithItsLogprobsAndStops) {
+  const std::vector<int32_t> prompt = {1, 2, 3, 4};
+  const int32_t first = collect(*make_engine(1, 64)->submit(greedy(prompt, 1)).value()).tokens.at(0);
+  std::vector<bool> end(first + 1, false);
+  end[first] = true;
+  auto engine = make_engine(1, 64, 64, end);
+  auto request = greedy(prompt, 5);
+  request.top_logprobs = 1;
+  request.echo_logprobs = true;
+  Outcome o = collect(*engine->submit(request).value());
+  EXPECT_EQ(o.tokens, std::vector<int32_t>{first});
+  EXPECT_TRUE(o.last_is_end);
+  EXPECT_EQ(o.logprob_tokens, 1);
+  EXPECT_EQ(o.finish, server::FinishReason::kStop);
+  request.stop_at_end_of_generation = false;  // ignore_eos
+  Outcome ignored = collect(*engine->submit(request).value());
+  EXPECT_EQ(ignored.tokens.size(), 5u);
+  EXPECT_EQ(ignored.finish, server::FinishReason::kLength);
 }
 
 TEST(Engine, CancelFreesTheSlotAndAFullQueueRefuses) {

@@ -59,6 +59,10 @@ fi
 # Stock llama.cpp for the export round-trip test (built once, then cached by pip).
 bash tools/setup_llamacpp.sh
 
+# The server tests' virtual environment (openai client, lm-eval): tools/server_test_venv.sh.
+log "server test venv (.cache/venv-serve)"
+bash tools/server_test_venv.sh >/dev/null
+
 # --- build ------------------------------------------------------------------
 log "building (Release; CUDA backend when nvcc is found)"
 export PATH="$PATH:/usr/local/cuda/bin"

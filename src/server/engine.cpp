@@ -144,26 +144,25 @@ void Engine::drop_cancelled() {
 }
 
 void Engine::finish(Slot& slot, FinishReason reason, const std::string& error) {
-  EngineEvent done;
-  done.kind = EngineEvent::Kind::kFinished;
-  done.finish = reason;
-  done.error = error;
-  slot.handle->push(std::move(done));
+  // The slot is free and counted so before the request hears that it ended.
+  std::shared_ptr<RequestHandle> handle = slot.handle;
+  int s = 0;
+  while (s < slots_ && slot_state_[s].get() != &slot) ++s;
+  DUET_CHECK(s < slots_);
+  decoder_->reset(s);
+  slot_state_[s].reset();  // destroys `slot`
+  metrics_.kv_slots_used--;
+  metrics_.requests_running--;
   switch (reason) {
     case FinishReason::kCancelled: metrics_.requests_cancelled_total++; break;
     case FinishReason::kError: metrics_.requests_failed_total++; break;
     default: metrics_.requests_finished_total++; break;
   }
-  for (int s = 0; s < slots_; ++s) {
-    if (slot_state_[s].get() == &slot) {
-      decoder_->reset(s);
-      slot_state_[s].reset();  // destroys `slot`
-      metrics_.kv_slots_used--;
-      metrics_.requests_running--;
-      return;
-    }
-  }
-  DUET_CHECK(false && "finish: slot not held");
+  EngineEvent done;
+  done.kind = EngineEvent::Kind::kFinished;
+  done.finish = reason;
+  done.error = error;
+  handle->push(std::move(done));
 }
 
 void Engine::prefill_step() {
@@ -228,13 +227,14 @@ void Engine::emit_token(Slot& slot, const float* logits) {
 
   const bool end = req.stop_at_end_of_generation && token >= 0 &&
                    token < static_cast<int32_t>(end_of_generation_.size()) && end_of_generation_[token];
-  if (!end) {
-    EngineEvent event;
-    event.kind = EngineEvent::Kind::kToken;
-    event.token = token;
-    if (req.top_logprobs >= 0) event.logprobs = logprob_entry(logits, vocab_size_, token, req.top_logprobs);
-    slot.handle->push(std::move(event));
-  }
+  // End tokens are sent too (without text): a client counting on max_tokens entries of logprobs,
+  // as lm-eval's echo scoring does, must get one even when the model would stop there.
+  EngineEvent event;
+  event.kind = EngineEvent::Kind::kToken;
+  event.token = token;
+  event.end_of_generation = end;
+  if (req.top_logprobs >= 0) event.logprobs = logprob_entry(logits, vocab_size_, token, req.top_logprobs);
+  slot.handle->push(std::move(event));
   if (end) return finish(slot, FinishReason::kStop);
   if (slot.generated >= req.max_tokens) return finish(slot, FinishReason::kLength);
   // The caller checked prompt + max_tokens <= capacity; this guards a slot that is full anyway.

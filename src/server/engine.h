@@ -50,6 +50,7 @@ struct EngineEvent {
   Kind kind = Kind::kToken;
   std::vector<LogprobEntry> prompt_logprobs;  // kPromptLogprobs: entry t-1 is about prompt token t
   int32_t token = 0;                          // kToken
+  bool end_of_generation = false;             // kToken: an end token (no text; the request ends with kStop)
   LogprobEntry logprobs;                      // kToken, when logprobs were asked for
   FinishReason finish = FinishReason::kLength;  // kFinished
   std::string error;                            // kFinished with kError

@@ -6,6 +6,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <thread>
 
 #include "server/connection_probe.h"
 #include "server/openai_schema.h"
@@ -85,7 +86,7 @@ void apply_event(ChoiceState& c, EngineEvent& e, const Tokenizer& tok, bool logp
       return;
     case EngineEvent::Kind::kToken:
       ++c.completion_tokens;
-      delta += c.text.push(tok.token_text(e.token));
+      if (!e.end_of_generation) delta += c.text.push(tok.token_text(e.token));
       if (logprobs) lp.push_back(to_logprob_token(tok, e.token, e.logprobs));
       if (c.text.stopped()) {  // a stop string: the engine may free the slot now
         c.handle->cancel();
@@ -177,10 +178,19 @@ Status HttpServer::bind() {
   return ok_status();
 }
 
-void HttpServer::listen() { http_->listen_after_bind(); }
+void HttpServer::listen() {
+  listen_called_ = true;
+  if (!stop_requested_) http_->listen_after_bind();
+  listen_done_ = true;
+}
 
 void HttpServer::stop() {
-  if (http_) http_->stop();
+  // cpp-httplib's stop() only ends a loop that is already running: wait for it to start.
+  stop_requested_ = true;
+  while (listen_called_ && !listen_done_ && !http_->is_running()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  http_->stop();
 }
 
 void HttpServer::attach(Engine* engine, const Tokenizer* tokenizer) {

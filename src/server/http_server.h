@@ -42,6 +42,7 @@ class HttpServer {
   int port() const { return port_; }
   // Serves until stop() (call bind() first). Blocks.
   void listen();
+  // Ends listen(), also when called before listen() has started its loop.
   void stop();
   // The model is loaded: generation routes go live. Both must outlive the server's use of them.
   void attach(Engine* engine, const Tokenizer* tokenizer);
@@ -53,6 +54,7 @@ class HttpServer {
   std::unique_ptr<httplib::Server> http_;
   int port_ = 0;
   std::atomic<Engine*> engine_{nullptr};
+  std::atomic<bool> listen_called_{false}, listen_done_{false}, stop_requested_{false};
   const Tokenizer* tokenizer_ = nullptr;
 };
 

@@ -352,6 +352,53 @@ TEST(CudaDeterminism, RepeatedRunsWithinBatchTolerance) {
 }
 
 // Bad input comes back as an error, not a crash.
+// The server's decode step (CudaBatchDecoder): any set of slots, in any order, while other slots are empty
+// or mid-prompt; each sequence's logits as it alone would get them, and the other slots untouched.
+TEST(CudaBatch, DecodeSequencesServesAnySlotSet) {
+  const Case c{"llama_gqa_lp1", llama_gqa(), {1}};
+  const ModelWeights w = bf16_weights(c, 21);
+  const int V = c.config.vocab_size;
+  auto server = make_cuda(w, 4, 64, 64);
+  auto single = make_cuda(w, 1, 64, 64);
+  ASSERT_TRUE(server && single);
+  const std::vector<int32_t> slots = {3, 1};
+  std::vector<std::vector<int32_t>> prompts = {prompt_tokens(5, V, 71), prompt_tokens(9, V, 72)};
+  std::vector<int32_t> next(2);
+  std::vector<float> logits;
+  for (int b = 0; b < 2; ++b) {
+    ASSERT_TRUE(server->prefill(slots[b], prompts[b].data(), static_cast<int>(prompts[b].size()), LogitsMode::Last,
+                                logits).ok());
+    next[b] = argmax(logits.data(), V);
+  }
+  const std::vector<int32_t> partial = prompt_tokens(4, V, 73);  // slot 2: a prompt half-way
+  ASSERT_TRUE(server->prefill(2, partial.data(), 4, LogitsMode::Last, logits).ok());
+  std::vector<std::vector<float>> got(2);
+  std::vector<std::vector<int32_t>> fed(2);
+  for (int step = 0; step < 4; ++step) {
+    ASSERT_TRUE(server->decode_sequences(slots.data(), next.data(), 2, logits).ok());
+    for (int b = 0; b < 2; ++b) {
+      fed[b].push_back(next[b]);
+      got[b].insert(got[b].end(), logits.begin() + b * V, logits.begin() + (b + 1) * V);
+      next[b] = argmax(logits.data() + b * V, V);
+    }
+  }
+  EXPECT_EQ(server->length(0), 0);
+  EXPECT_EQ(server->length(2), 4);
+  EXPECT_EQ(server->length(3), 5 + 4);
+  EXPECT_EQ(server->length(1), 9 + 4);
+  for (int b = 0; b < 2; ++b) {
+    single->reset(0);
+    ASSERT_TRUE(single->prefill(0, prompts[b].data(), static_cast<int>(prompts[b].size()), LogitsMode::Last, logits).ok());
+    for (int step = 0; step < 4; ++step) {
+      ASSERT_TRUE(single->decode(&fed[b][step], 1, logits).ok());
+      EXPECT_LT(rel_l2(got[b].data() + static_cast<size_t>(step) * V, logits.data(), V), kBatchRelTol)
+          << "slot " << slots[b] << " step " << step;
+    }
+  }
+  const int32_t bad_slot = 4, token = 1;
+  EXPECT_FALSE(server->decode_sequences(&bad_slot, &token, 1, logits).ok());
+}
+
 TEST(CudaErrors, RejectsBadInput) {
   const ModelWeights w = bf16_weights(Case{"llama", llama_gqa(), {}}, 3);
   auto gpu = make_cuda(w, 2, 16, 16);

@@ -22,7 +22,7 @@ import tempfile
 from duet_server import DATA_DIR, DUET, MODEL, DuetServer, check
 
 TASKS = ["piqa", "arc_easy"]
-LIMIT = 12
+LIMIT = 8
 CTX = 512
 
 YAML = """task: duet_{name}
