@@ -132,7 +132,13 @@ void run(const HealCliOptions& o) {
   // KL is measured on the held-out sequences only; without them it is unknown (null), not zero.
   const nlohmann::json kl_before = data.heldout.empty() ? nlohmann::json() : nlohmann::json(result.kl_before);
   const nlohmann::json kl_after = data.heldout.empty() ? nlohmann::json() : nlohmann::json(result.kl_after);
-  const nlohmann::json done = {{"kl_before", kl_before}, {"kl_after", kl_after}, {"tokens_trained", result.tokens_trained}};
+  nlohmann::json stage_losses = nlohmann::json::array();
+  for (const train::StageSummary& st : result.stages) {
+    stage_losses.push_back({{"stage", train::stage_name(st.stage)}, {"steps", st.steps}, {"first_loss", st.first_loss},
+                            {"last_loss", st.last_loss}});
+  }
+  const nlohmann::json done = {{"kl_before", kl_before}, {"kl_after", kl_after}, {"tokens_trained", result.tokens_trained},
+                               {"stages", stage_losses}};
   nlohmann::json event = done;
   event["event"] = "done";
   log_line(event);
