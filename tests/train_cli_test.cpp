@@ -22,9 +22,10 @@ struct Outcome {
   std::string out, err;
 };
 
-Outcome heal(const std::string& args) {
+// Runs `duet heal -m tests/fixtures/tiny_arch/<family>.gguf ARGS`.
+Outcome heal(const std::string& args, const std::string& family = "llama") {
   const std::string dir = test::temp_dir("heal_cli");
-  const std::string model = test::source_dir() + "/tests/fixtures/tiny_arch/llama.gguf";
+  const std::string model = test::source_dir() + "/tests/fixtures/tiny_arch/" + family + ".gguf";
   const std::string cmd = "timeout 120 " + std::string(DUET_BINARY) + " heal -m " + model + " " + args + " >" + dir +
                           "/out 2>" + dir + "/err";
   const int status = std::system(cmd.c_str());
@@ -66,6 +67,7 @@ TEST_F(HealCliTest, RejectsBadPlansAndOptions) {
   expect_one_line_error(heal("--lp-pairs 0 --device cuda" + out_), "not built yet");
   expect_one_line_error(heal("--lp-pairs 0 -o /nonexistent/dir/healed.gguf"), "does not exist");
   expect_one_line_error(heal(small_run() + " --data /nonexistent/heal.txt"), "/nonexistent/heal.txt");
+  expect_one_line_error(heal(small_run(), "qwen3"), "no per-head q/k norms");
 }
 
 TEST_F(HealCliTest, RejectsMissingCorruptAndForeignCheckpoints) {
