@@ -22,11 +22,12 @@ struct Outcome {
   std::string out, err;
 };
 
-// Runs `duet heal -m tests/fixtures/tiny_arch/<family>.gguf ARGS`.
+// Runs `duet heal -t 1 -m tests/fixtures/tiny_arch/<family>.gguf ARGS` (one thread: see
+// SingleThreadedTest in train_test_support.h).
 Outcome heal(const std::string& args, const std::string& family = "llama") {
   const std::string dir = test::temp_dir("heal_cli");
   const std::string model = test::source_dir() + "/tests/fixtures/tiny_arch/" + family + ".gguf";
-  const std::string cmd = "timeout 120 " + std::string(DUET_BINARY) + " heal -m " + model + " " + args + " >" + dir +
+  const std::string cmd = "timeout 120 " + std::string(DUET_BINARY) + " heal -t 1 -m " + model + " " + args + " >" + dir +
                           "/out 2>" + dir + "/err";
   const int status = std::system(cmd.c_str());
   Outcome o;
