@@ -200,6 +200,7 @@ std::string* ExportFile::qwen2_ = nullptr;
 
 TEST_F(ExportFile, CarriesDeciMetadataPerLayerWidthsAndTheSourceTokenizer) {
   const LoadedModel lp = load_or_fail(*llama_, *parse_lp_pairs("1,3"));
+  EXPECT_TRUE(check_exportable(lp).ok());
   const std::string out = *dir_ + "/llama_lp.gguf";
   ASSERT_TRUE(export_gguf(lp, ExportType::Q8_0, out).ok());
   auto file = GgufFile::open(out);
@@ -414,6 +415,7 @@ void expect_error(const Status& s, const std::string& fragment) {
 TEST_F(ExportFile, RefusesQwen3) {
   const std::string path = test::write_gguf_checkpoint(test::random_weights(test::tiny_qwen3_config(), 9), *dir_ + "/qwen3.gguf");
   const LoadedModel m = load_or_fail(path, LpPlan{});
+  expect_error(check_exportable(m), "q/k norms");
   expect_error(export_gguf(m, ExportType::F16, *dir_ + "/qwen3_out.gguf"), "q/k norms");
   EXPECT_FALSE(fs::exists(*dir_ + "/qwen3_out.gguf"));
 }
@@ -424,6 +426,7 @@ TEST_F(ExportFile, RefusesHfSourcesForWantOfTokenizerMetadata) {
   const std::string dir = test::write_hf_checkpoint(test::random_weights(test::tiny_llama_config(), 7), test::temp_dir("export_hf"));
   LoadedModel m = load_or_fail(*llama_, LpPlan{});
   m.path = dir;
+  expect_error(check_exportable(m), "GGUF source");
   expect_error(export_gguf(m, ExportType::F16, *dir_ + "/hf_out.gguf"), "GGUF source");
 }
 
@@ -438,6 +441,7 @@ TEST_F(ExportFile, RefusesWeightsWhoseShapesDisagreeWithTheirLayer) {
   // What a training bug could hand over: a matrix whose float data lost rows.
   LoadedModel m = load_or_fail(*llama_, *parse_lp_pairs("0"));
   m.weights.layers[0].ffn_up.data.resize(10);
+  expect_error(check_exportable(m), "blk.0.ffn_up");
   expect_error(export_gguf(m, ExportType::F32, *dir_ + "/bad.gguf"), "blk.0.ffn_up");
 }
 
@@ -490,17 +494,17 @@ TEST(ExportDeciLoader, RejectsMalformedPerLayerWidths) {
   EXPECT_NE(no_ffn.message().find("layer 2"), std::string::npos) << no_ffn.message();
 }
 
-TEST_F(ExportFile, RejectsLpMetadataThatDisagreesWithTheLayers) {
-  // Rewrite an exported file's duet.lp.pairs so they no longer add up to its depth.
-  const LoadedModel lp = load_or_fail(*llama_, *parse_lp_pairs("1,3"));
-  const std::string out = *dir_ + "/lp_meta.gguf";
-  ASSERT_TRUE(export_gguf(lp, ExportType::F32, out).ok());
-  auto file = GgufFile::open(out);
-  ASSERT_TRUE(file.ok());
+// The exported file of `lp` with duet.lp.pairs / duet.lp.original_depth replaced.
+std::string with_lp_metadata(const std::string& exported, const std::string& out, const std::vector<int32_t>& pairs,
+                             uint32_t original_depth) {
+  auto file = GgufFile::open(exported);
+  EXPECT_TRUE(file.ok()) << file.message();
   GgufWriter g;
   for (const auto& [key, value] : file->metadata()) {
     if (key == "duet.lp.pairs") {
-      g.add_int_array(key, {1});
+      g.add_int_array(key, pairs);
+    } else if (key == "duet.lp.original_depth") {
+      g.add_uint32(key, original_depth);
     } else {
       g.add_value(key, value);
     }
@@ -508,11 +512,27 @@ TEST_F(ExportFile, RejectsLpMetadataThatDisagreesWithTheLayers) {
   for (const TensorInfo& t : file->tensors()) {
     g.add_tensor(t.name, t.dtype, t.shape, std::vector<uint8_t>(t.data, t.data + t.nbytes));
   }
-  const std::string bad = *dir_ + "/lp_meta_bad.gguf";
-  ASSERT_TRUE(g.write(bad).ok());
-  Result<LoadedModel> m = load_model(bad, LpPlan{});
-  ASSERT_FALSE(m.ok());
-  EXPECT_NE(m.message().find("duet.lp.pairs"), std::string::npos) << m.message();
+  EXPECT_TRUE(g.write(out).ok());
+  return out;
+}
+
+TEST_F(ExportFile, RejectsLpMetadataThatDisagreesWithTheLayers) {
+  const LoadedModel lp = load_or_fail(*llama_, *parse_lp_pairs("1,3"));  // 4 layers from 6
+  const std::string out = *dir_ + "/lp_meta.gguf";
+  ASSERT_TRUE(export_gguf(lp, ExportType::F32, out).ok());
+  ASSERT_TRUE(load_model(with_lp_metadata(out, *dir_ + "/lp_same.gguf", {1, 3}, 6), LpPlan{}).ok());
+  const std::vector<std::pair<std::vector<int32_t>, uint32_t>> bad = {
+      {{1}, 6},      // 5 layers, not 4
+      {{-1}, 5},     // a negative layer
+      {{3, 1}, 6},   // unsorted
+      {{1, 2}, 6},   // overlapping
+      {{1, 5}, 6},   // crosses the last layer
+  };
+  for (const auto& [pairs, depth] : bad) {
+    Result<LoadedModel> m = load_model(with_lp_metadata(out, *dir_ + "/lp_bad.gguf", pairs, depth), LpPlan{});
+    ASSERT_FALSE(m.ok()) << "pairs[0] " << pairs[0] << " depth " << depth;
+    EXPECT_NE(m.message().find("duet.lp.pairs"), std::string::npos) << m.message();
+  }
 }
 
 // ---------------------------------------------------------------- the command
@@ -560,7 +580,7 @@ TEST_F(ExportFile, CommandWritesAFileThatInfoDescribes) {
 TEST_F(ExportFile, CommandRejectsBadInput) {
   const std::string out = *dir_ + "/cli_bad.gguf";
   expect_one_line_error(run_duet("export -m " + *llama_ + " --type q4_0 -o " + out), "unknown export type 'q4_0'");
-  expect_one_line_error(run_duet("export -m " + *llama_ + " --lp 3:9 -o " + out), "");
+  expect_one_line_error(run_duet("export -m " + *llama_ + " --lp 3:9 -o " + out), "crosses the end of the model");
   expect_one_line_error(run_duet("export -m " + *llama_ + " --lp-plan /nonexistent/plan.txt -o " + out), "plan.txt");
   expect_one_line_error(run_duet("export -m " + *llama_ + " -o /nonexistent_dir/x.gguf"), "does not exist");
   expect_one_line_error(run_duet("export -m " + *llama_ + " -o " + *dir_), "is a directory");

@@ -26,7 +26,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cstdio>
 #include <filesystem>
 
 #include "io/gguf.h"
@@ -114,7 +113,7 @@ Status check_vector(const std::vector<float>& v, const std::string& name, int64_
 
 // Everything llama.cpp's deci graph cannot express, and shapes that disagree
 // with the layer's own widths, before anything is written.
-Status check_exportable(const ModelWeights& w) {
+Status check_weights(const ModelWeights& w) {
   const ModelConfig& c = w.config;
   if (c.qk_norm) {
     return make_error("cannot export a ", arch_name(c.arch), " model: its per-head q/k norms have no tensor in llama.cpp's "
@@ -201,10 +200,19 @@ Result<ExportType> parse_export_type(const std::string& name) {
   return make_error("unknown export type '", name, "' (expected f32, f16, bf16 or q8_0)");
 }
 
+Status check_exportable(const LoadedModel& model) {
+  DUET_TRY(check_weights(model.weights));
+  std::vector<int32_t> pairs;
+  int original_depth = 0;
+  DUET_TRY(lp_pairs(model.weights, pairs, original_depth));
+  DUET_TRY(tokenizer_source(model.path, model.weights.config.vocab_size));
+  return ok_status();
+}
+
 Status export_gguf(const LoadedModel& model, ExportType type, const std::string& path) {
   const ModelWeights& w = model.weights;
   const ModelConfig& c = w.config;
-  DUET_TRY(check_exportable(w));
+  DUET_TRY(check_weights(w));
   std::vector<int32_t> pairs;
   int original_depth = 0;
   DUET_TRY(lp_pairs(w, pairs, original_depth));

@@ -24,4 +24,9 @@ Result<ExportType> parse_export_type(const std::string& name);
 // rows and packed gains may be stale after training).
 Status export_gguf(const LoadedModel& model, ExportType type, const std::string& path);
 
+// Every refusal of export_gguf that does not depend on the output path (qwen3's
+// q/k norms, a source without GGUF tokenizer metadata, shapes that disagree
+// with their layer), without writing anything: duet heal checks it before training.
+Status check_exportable(const LoadedModel& model);
+
 }  // namespace duet

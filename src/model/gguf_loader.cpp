@@ -71,7 +71,10 @@ Status read_lp_source_layers(const GgufFile& file, ModelWeights& weights) {
     return make_error(file.path(), ": metadata has only one of duet.lp.pairs and duet.lp.original_depth");
   }
   LpPlan plan;
-  for (int64_t p : *pairs) plan.pair_starts.push_back(static_cast<int>(std::clamp<int64_t>(p, -1, 1 << 20)));
+  for (int64_t p : *pairs) {
+    if (p < 0 || p > (1 << 20)) return make_error(file.path(), ": duet.lp.pairs holds layer ", p);
+    plan.pair_starts.push_back(static_cast<int>(p));
+  }
   const int depth = static_cast<int>(std::clamp<int64_t>(*original_depth, 0, 1 << 20));
   if (Status valid = validate_lp_plan(plan, depth); !valid.ok()) {
     return make_error(file.path(), ": duet.lp.pairs: ", valid.message());
@@ -123,12 +126,9 @@ Result<ModelConfig> config_from_gguf(const GgufFile& file) {
   DUET_ASSIGN_OR_RETURN(c.max_context, required_int(file, p + "context_length"));
   const bool per_layer_widths = *arch == "deci";
   if (per_layer_widths) {
-    // Layer 0's widths for now (llama.cpp's head-dim default reads layer 0); narrowed below.
+    // llama.cpp's head-dim default reads layer 0's head count; the widths are set below.
     DUET_ASSIGN_OR_RETURN(std::vector<int> heads, per_layer_ints(file, p + "attention.head_count", c.n_layers));
-    DUET_ASSIGN_OR_RETURN(std::vector<int> ffn, per_layer_ints(file, p + "feed_forward_length", c.n_layers));
     c.n_heads = heads[0];
-    c.n_kv_heads = heads[0];
-    c.ffn_dim = ffn[0];
   } else {
     DUET_ASSIGN_OR_RETURN(c.ffn_dim, required_int(file, p + "feed_forward_length"));
     DUET_ASSIGN_OR_RETURN(c.n_heads, required_int(file, p + "attention.head_count"));
@@ -159,16 +159,14 @@ Result<ModelConfig> config_from_gguf(const GgufFile& file) {
   }
   c.tied_embeddings = file.find_tensor("output.weight") == nullptr;
   if (per_layer_widths) {
-    // The config holds the narrowest widths; each layer carries its own (deci_layer_widths).
-    c.n_kv_heads = 1;  // layer 0's KV heads are checked per layer below
-    if (Status valid = validate_config(c); !valid.ok()) return make_error(file.path(), ": ", valid.message());
+    // Each layer is checked with its own widths; the config takes those of the
+    // narrowest layer (an original layer of an LP file), each layer keeps its own.
     DUET_ASSIGN_OR_RETURN(const std::vector<LayerWidths> widths, deci_layer_widths(file, c));
-    c.n_heads = c.n_kv_heads = c.ffn_dim = 1 << 30;
-    for (const LayerWidths& w : widths) {
-      c.n_heads = std::min(c.n_heads, w.n_heads);
-      c.n_kv_heads = std::min(c.n_kv_heads, w.n_kv_heads);
-      c.ffn_dim = std::min(c.ffn_dim, w.ffn_dim);
-    }
+    const LayerWidths narrowest = *std::min_element(
+        widths.begin(), widths.end(), [](const LayerWidths& a, const LayerWidths& b) { return a.n_heads < b.n_heads; });
+    c.n_heads = narrowest.n_heads;
+    c.n_kv_heads = narrowest.n_kv_heads;
+    c.ffn_dim = narrowest.ffn_dim;
   }
   if (Status valid = validate_config(c); !valid.ok()) return make_error(file.path(), ": ", valid.message());
   return c;
