@@ -62,10 +62,7 @@ void run(const HealCliOptions& o) {
   LoadedModel lp = value_or_fail(load_model(o.model.model, plan));
   LoadedModel original = value_or_fail(load_model(o.model.model, LpPlan{}));
   const ModelConfig& c = original.weights.config;
-  if (c.qk_norm) {  // export_gguf's rule, checked before hours of training rather than after
-    fail(str_cat("cannot heal a ", arch_name(c.arch), " model into GGUF: llama.cpp's deci architecture has no per-head "
-                 "q/k norms (supported: llama, qwen2)"));
-  }
+  check_or_fail(check_exportable(lp));  // the output must be writable as GGUF: fail now, not after training
   if (o.seq_len > c.max_context) {
     fail(str_cat("--seq-len ", o.seq_len, " exceeds the model's context of ", c.max_context, " positions"));
   }

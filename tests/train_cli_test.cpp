@@ -68,7 +68,7 @@ TEST_F(HealCliTest, RejectsBadPlansAndOptions) {
   expect_one_line_error(heal("--lp-pairs 0 --device cuda" + out_), "not built yet");
   expect_one_line_error(heal("--lp-pairs 0 -o /nonexistent/dir/healed.gguf"), "does not exist");
   expect_one_line_error(heal(small_run() + " --data /nonexistent/heal.txt"), "/nonexistent/heal.txt");
-  expect_one_line_error(heal(small_run(), "qwen3"), "no per-head q/k norms");
+  expect_one_line_error(heal(small_run(), "qwen3"), "q/k norms");
 }
 
 TEST_F(HealCliTest, RejectsMissingCorruptAndForeignCheckpoints) {
