@@ -25,6 +25,7 @@
 #include "model/loader.h"
 #include "model/lp_merge.h"
 #include "test_support.h"
+#include "train_test_support.h"
 #include "train/adamw.h"
 #include "train/heal.h"
 #include "train/layer.h"
@@ -33,6 +34,8 @@
 
 namespace duet::train {
 namespace {
+
+class TrainReference : public test::SingleThreadedTest {};
 
 constexpr double kLossRel = 1e-5, kGradRel = 1e-4, kStepLossRel = 1e-4;
 
@@ -61,7 +64,7 @@ void expect_rel(const std::string& what, double got, double ref, double rel) {
   EXPECT_LE(std::abs(got - ref), rel * std::abs(ref)) << what << ": duet " << got << " torch " << ref;
 }
 
-TEST(TrainReference, WideLayerLossGradientsAndAdamWMatchPyTorch) {
+TEST_F(TrainReference, WideLayerLossGradientsAndAdamWMatchPyTorch) {
   auto file = SafetensorsModel::open(fixture("layer.safetensors"));
   ASSERT_TRUE(file.ok()) << file.message() << " (regenerate: tools/ref/make_train_fixture.py)";
   const std::vector<float> cfg = tensor(*file, "config");  // T, D, H, Hkv, Dh, F
@@ -135,7 +138,7 @@ TEST(TrainReference, WideLayerLossGradientsAndAdamWMatchPyTorch) {
   EXPECT_LT(ref_losses[9], 0.8 * ref_losses[0]);  // the reference itself learns
 }
 
-TEST(TrainReference, TinyModelGlobalAndLmMatchPyTorch) {
+TEST_F(TrainReference, TinyModelGlobalAndLmMatchPyTorch) {
   auto ref = SafetensorsModel::open(fixture("model_ref.safetensors"));
   ASSERT_TRUE(ref.ok()) << ref.message() << " (regenerate: tools/ref/make_train_fixture.py)";
   auto original = load_weights(fixture("model"));
