@@ -58,13 +58,16 @@ Status write_healed_model(const LoadedModel& model, const std::string& type, con
 std::string run_identity(const HealCliOptions& o, const LpPlan& plan) {
   return nlohmann::json{{"model", o.model.model}, {"plan", plan.describe()}, {"stages", o.stages},
                         {"tokens", o.tokens},      {"seq_len", o.seq_len},   {"batch", o.batch},
-                        {"seed", o.seed},          {"data", o.data},         {"heldout", o.heldout}}
+                        {"seed", o.seed},          {"data", o.data},         {"heldout", o.heldout},
+                        {"device", o.model.device}}
       .dump();
 }
 
 void run(const HealCliOptions& o) {
   const bool cuda = o.model.device == "cuda";
-#ifndef DUET_HAVE_CUDA
+#ifdef DUET_HAVE_CUDA
+  if (cuda) check_or_fail(train::cuda_device_available());
+#else
   if (cuda) fail("duet heal --device cuda: this build has no CUDA backend (built without nvcc); use --device cpu");
 #endif
   const std::vector<train::Stage> stages = value_or_fail(train::parse_stages(o.stages));

@@ -46,11 +46,11 @@ class Context {
 
 // The original model's logits [B*T, V] for tokens: the hidden state leaving the last layer, norm, output matrix.
 Status original_logits(const gpu::TrainContext& ctx, const gpu::DeviceWeights& w, const int32_t* tokens, int B, int T,
-                       std::vector<gpu::DeviceArray<float>>& states, gpu::DeviceArray<float>& rstd,
-                       gpu::DeviceArray<float>& xn, gpu::DeviceArray<float>& logits) {
+                       std::vector<gpu::DeviceArray<float>>& states, gpu::ForwardWorkspace& ws,
+                       gpu::DeviceArray<float>& rstd, gpu::DeviceArray<float>& xn, gpu::DeviceArray<float>& logits) {
   const ModelConfig& c = w.host().config;
   const int R = B * T;
-  DUET_TRY(gpu::hidden_states(ctx, w, tokens, B, T, {w.host().depth()}, states));
+  DUET_TRY(gpu::hidden_states(ctx, w, tokens, B, T, {w.host().depth()}, states, ws));
   DUET_TRY(rstd.reserve(R));
   DUET_TRY(xn.reserve(static_cast<int64_t>(R) * c.dim));
   DUET_TRY(logits.reserve(static_cast<int64_t>(R) * c.vocab_size));
@@ -196,7 +196,7 @@ class CudaHealer {
         boundaries.push_back(p.input_boundary);
         boundaries.push_back(p.target_boundary);
       }
-      DUET_TRY(gpu::hidden_states(ctx(), original_w_, tokens_.get(), b, T_, boundaries, states_));
+      DUET_TRY(gpu::hidden_states(ctx(), original_w_, tokens_.get(), b, T_, boundaries, states_, forward_ws_));
       const int64_t TD = static_cast<int64_t>(T_) * c.dim;
       DUET_TRY(out_.reserve(R * static_cast<int64_t>(c.dim)));
       DUET_TRY(dout_.reserve(R * static_cast<int64_t>(c.dim)));
@@ -223,7 +223,7 @@ class CudaHealer {
     DUET_TRY(model_->forward(ctx(), params_.get(), tokens_.get(), b, T_));
     float* loss = losses_.get() + slots++;
     if (stage == Stage::Global) {
-      DUET_TRY(original_logits(ctx(), original_w_, tokens_.get(), b, T_, states_, rstd_, xn_, target_));
+      DUET_TRY(original_logits(ctx(), original_w_, tokens_.get(), b, T_, states_, forward_ws_, rstd_, xn_, target_));
       DUET_TRY(gpu::kl_forward(ctx(), target_.get(), model_->logits(), R, c.vocab_size, loss));
       DUET_TRY(gpu::kl_backward(ctx(), target_.get(), model_->logits(), R, c.vocab_size, scale, model_->dlogits()));
     } else {
@@ -260,7 +260,7 @@ class CudaHealer {
       DUET_CUDA_TRY(cudaMemcpyAsync(tokens_.get(), tokens.data(), tokens.size() * sizeof(int32_t),
                                     cudaMemcpyHostToDevice, ctx().stream));
       DUET_TRY(model_->forward(ctx(), params_.get(), tokens_.get(), b, T_));
-      DUET_TRY(original_logits(ctx(), original_w_, tokens_.get(), b, T_, states_, rstd_, xn_, target_));
+      DUET_TRY(original_logits(ctx(), original_w_, tokens_.get(), b, T_, states_, forward_ws_, rstd_, xn_, target_));
       DUET_TRY(gpu::kl_forward(ctx(), target_.get(), model_->logits(), b * T_, c.vocab_size, losses_.get()));
       float kl = 0;
       DUET_CUDA_TRY(cudaMemcpy(&kl, losses_.get(), sizeof(float), cudaMemcpyDeviceToHost));
@@ -316,6 +316,7 @@ class CudaHealer {
   gpu::DeviceArray<float> losses_, tnorms_;         // one slot per loss of a step
   gpu::DeviceArray<double> norm2_;                  // [1]
   std::vector<gpu::DeviceArray<float>> states_;     // the original's hidden states at the pairs' boundaries
+  gpu::ForwardWorkspace forward_ws_;                // the original model's forwards
   gpu::DeviceArray<float> out_, dout_;              // [micro*T, D]
   gpu::LayerActs acts_;
   gpu::LayerScratch scratch_;
@@ -324,6 +325,17 @@ class CudaHealer {
 };
 
 }  // namespace
+
+Status cuda_device_available() {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    return make_error("duet heal --device cuda: no CUDA GPU is visible (", cudaGetErrorString(e),
+                      "); use --device cpu");
+  }
+  return ok_status();
+}
 
 Result<HealResult> heal_cuda(const ModelWeights& original, ModelWeights& lp, const TrainData& data,
                              const HealOptions& o, const CudaHealOptions& co) {

@@ -27,6 +27,9 @@ struct CudaHealOptions {
   int micro_batch = 8;  // sequences per forward/backward on the GPU (a divisor of HealOptions::batch is best)
 };
 
+// An error naming why `--device cuda` cannot run here (no GPU visible, driver missing), or ok.
+Status cuda_device_available();
+
 // heal() on the GPU: trains the wide layers of `lp` in place. Errors: out of GPU memory, CUDA failures, and
 // everything heal() reports.
 Result<HealResult> heal_cuda(const ModelWeights& original, ModelWeights& lp, const TrainData& data,

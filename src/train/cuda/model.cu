@@ -82,17 +82,17 @@ LayerSpec DeviceWeights::layer(int l, const ParamLayout& layout, const float* pa
 }
 
 Status hidden_states(const TrainContext& ctx, const DeviceWeights& weights, const int32_t* tokens, int B, int T,
-                     const std::vector<int>& boundaries, std::vector<DeviceArray<float>>& out) {
+                     const std::vector<int>& boundaries, std::vector<DeviceArray<float>>& out, ForwardWorkspace& ws) {
   const ModelConfig& c = weights.host().config;
   const int64_t RD = static_cast<int64_t>(B) * T * c.dim;
   int last = 0;
   for (int b : boundaries) last = std::max(last, b);
   DUET_CHECK(last <= weights.host().depth());
   out.resize(boundaries.size());
-  DeviceArray<float> x, y;
+  DeviceArray<float>& x = ws.x;
+  DeviceArray<float>& y = ws.y;
   DUET_TRY(x.reserve(RD));
   DUET_TRY(y.reserve(RD));
-  LayerActs scratch;
   DUET_TRY(embedding_forward(ctx, tokens, weights.token_embd(), x.get(), B * T, c.dim));
   for (int l = 0;; ++l) {
     for (size_t i = 0; i < boundaries.size(); ++i) {
@@ -101,10 +101,9 @@ Status hidden_states(const TrainContext& ctx, const DeviceWeights& weights, cons
       DUET_CUDA_TRY(cudaMemcpyAsync(out[i].get(), x.get(), RD * sizeof(float), cudaMemcpyDeviceToDevice, ctx.stream));
     }
     if (l == last) break;
-    DUET_TRY(layer_forward(ctx, c, weights.rope(), weights.layer(l), x.get(), B, T, scratch, y.get()));
+    DUET_TRY(layer_forward(ctx, c, weights.rope(), weights.layer(l), x.get(), B, T, ws.acts, y.get()));
     std::swap(x, y);
   }
-  DUET_CUDA_TRY(cudaStreamSynchronize(ctx.stream));  // x, y and scratch are freed on return
   return ok_status();
 }
 

@@ -39,10 +39,16 @@ class DeviceWeights {
   RopeTable rope_;
 };
 
+// The buffers of a forward that saves nothing (kept across calls: no allocation per step).
+struct ForwardWorkspace {
+  DeviceArray<float> x, y;  // [R, D]
+  LayerActs acts;
+};
+
 // hidden_states: for tokens [B*T] (device), out[i] [B*T, D] <- the hidden state entering layer boundaries[i]
 // (boundaries in 0..L). out buffers are grown as needed.
 Status hidden_states(const TrainContext& ctx, const DeviceWeights& weights, const int32_t* tokens, int B, int T,
-                     const std::vector<int>& boundaries, std::vector<DeviceArray<float>>& out);
+                     const std::vector<int>& boundaries, std::vector<DeviceArray<float>>& out, ForwardWorkspace& ws);
 
 class TrainModel {
  public:

@@ -1,0 +1,138 @@
+#!/bin/bash
+# Healing SmolLM2-135M on the GPU machine (`duet heal --device cuda`), in two device calls, from the
+# repository root. The GPU image has CUDA and PyTorch but not OpenBLAS, PCRE2, CLI11 or gtest, so the
+# Release CUDA build happens here and travels as binaries (docs/cuda.md, "Running on the GPU machine"):
+#
+#   here:    tools/gpu/heal_on_gpu.sh stage           # Release + CUDA build (BUILD, default build-cuda),
+#                                                       # binaries + the GGUF in 2 parts under .gpuxfer/
+#   call 1:  carry [".gpuxfer/bin", ".gpuxfer/p1"]:   tools/gpu/heal_on_gpu.sh call1
+#            (unpacks to /tmp/gpubin and /tmp/m; runs duet_cuda_tests' training tests)
+#   call 2:  carry [".gpuxfer/p2"], at once (warm):   tools/gpu/heal_on_gpu.sh call2
+#            (rejoins the GGUF; heals plans/smollm2_135m_searched_{4,8}.txt, local then global; runs
+#            bench/heal_torch_peer.py with each plan's pairs; evaluates baseline / LP / healed)
+#
+# Per plan and stage it reports tokens/s and wall time (from the heal JSON log), the data generation
+# time, KL to the original on held-out generated text before/after, and, when EVAL=1, `duet eval
+# --device cuda` on the six tasks' dev sets (EVAL_LIMIT items each; 0 = all) and `duet ppl` on
+# WikiText-2 for baseline, LP and the healed model (needs duet export's GGUF writer, branch `export`:
+# without it `duet heal` trains and logs but cannot write the healed file, and its rows are skipped).
+# Knobs: TOKENS (per stage, default 524288), SEQ_LEN (256), BATCH (8), LR (1e-4), EVAL (0), EVAL_LIMIT (500).
+set -u -o pipefail
+mode=${1:-}
+BIN=${DUET_GPU_BIN:-/tmp/gpubin}
+MODEL=${DUET_MODEL:-/tmp/m/SmolLM2-135M-Instruct.Q4_1.gguf}
+DATA=${DUET_DATA:-/tmp/m/data}
+OUT=${OUT:-/tmp/duet_heal_gpu}
+TOKENS=${TOKENS:-524288}
+SEQ_LEN=${SEQ_LEN:-256}
+BATCH=${BATCH:-8}
+LR=${LR:-1e-4}
+EVAL=${EVAL:-0}
+EVAL_LIMIT=${EVAL_LIMIT:-500}
+PLANS=${PLANS:-"plans/smollm2_135m_searched_4.txt plans/smollm2_135m_searched_8.txt"}
+
+gpu_env() {
+  mkdir -p "$OUT"
+  local cublas_dir
+  cublas_dir=$(find /usr/local /opt /usr/lib -name 'libcublas.so.13*' -printf '%h\n' 2>/dev/null | head -n 1)
+  export LD_LIBRARY_PATH="$BIN/lib:/usr/local/cuda/lib64:${cublas_dir}:${LD_LIBRARY_PATH:-}"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+}
+
+# One plan's healing: prints the per-stage tokens/s and wall time from the JSON log.
+heal_plan() {
+  local plan=$1 name
+  name=$(basename "$plan" .txt)
+  echo "== duet heal $name (local,global; $TOKENS tokens per stage, seq-len $SEQ_LEN, batch $BATCH)"
+  local start end
+  start=$(date +%s.%N)
+  "$BIN/duet" heal -m "$MODEL" --device cuda --lp-plan "$plan" --stage local,global --tokens "$TOKENS" \
+    --seq-len "$SEQ_LEN" --batch "$BATCH" --lr "$LR" --heldout 16 --log "$OUT/heal_$name.jsonl" \
+    -o "$OUT/healed_$name.gguf" > "$OUT/heal_$name.out" 2> "$OUT/heal_$name.err"
+  echo "exit $? (a missing GGUF writer fails only the final write)"
+  end=$(date +%s.%N)
+  tail -c 600 "$OUT/heal_$name.err" | tr '\r' '\n' | grep -v '^ *$' | tail -n 4
+  python3 - "$OUT/heal_$name.jsonl" "$name" "$(python3 -c "print($end - $start)")" "$BATCH" "$SEQ_LEN" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+name, total = sys.argv[2], float(sys.argv[3])
+data = next(r for r in rows if r["event"] == "data")
+print(f"{name}: data {data['generated_tokens']} generated tokens in {data['seconds']:.1f} s "
+      f"({data['generated_tokens'] / data['seconds']:.0f} tok/s)")
+for stage in ("local", "global", "lm"):
+    steps = [r for r in rows if r["event"] == "step" and r["stage"] == stage]
+    if not steps:
+        continue
+    last = steps[-1]
+    # tokens_per_s is the stage's running mean (tokens so far / seconds so far): its wall time follows.
+    tokens = len(steps) * int(sys.argv[4]) * int(sys.argv[5])
+    print(json.dumps({"plan": name, "stage": stage, "steps": last["steps"], "tokens": tokens,
+                      "loss_first": steps[0]["loss"], "loss_last": last["loss"],
+                      "tokens_per_s": round(last["tokens_per_s"]), "wall_s": round(tokens / last["tokens_per_s"], 2)}))
+done = [r for r in rows if r["event"] == "done"]
+if done:
+    print(json.dumps({"plan": name, "kl_before": done[0]["kl_before"], "kl_after": done[0]["kl_after"],
+                      "tokens_trained": done[0]["tokens_trained"], "run_wall_s": total}))
+PY
+}
+
+run_eval() {  # name, then model options
+  local name=$1
+  shift
+  echo "== eval $name $*"
+  "$BIN/duet" eval --device cuda --task all --data-dir "$DATA" --limit "$EVAL_LIMIT" --batch 64 "$@" \
+    > "$OUT/eval_$name.jsonl" 2> "$OUT/eval_$name.log" && grep '^{' "$OUT/eval_$name.jsonl" | tail -n 1
+  "$BIN/duet" ppl --device cuda -f "$DATA/wikitext2/valid.txt" "$@" 2> "$OUT/ppl_$name.log" | tail -n 2
+}
+
+case $mode in
+  stage)  # here; BUILD (default build-cuda) is any Release build with CUDA on
+    build=${BUILD:-build-cuda}
+    model=models/SmolLM2-135M-Instruct.Q4_1.gguf
+    [[ -f $build/CMakeCache.txt ]] || cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDUET_CUDA=ON \
+      -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache > /dev/null || exit 1
+    cmake --build "$build" -j"$(nproc)" --target duet duet_cuda_tests || exit 1
+    tools/gpu/pack_binaries.sh "$build" duet duet_cuda_tests || exit 1
+    # As tools/gpu/stage_transfer.sh, without duet_bench: the bundle and the GGUF's first part in call 1.
+    grep -qx '/.gpuxfer/' .git/info/exclude 2>/dev/null || echo '/.gpuxfer/' >> .git/info/exclude
+    rm -rf .gpuxfer && mkdir -p .gpuxfer/bin .gpuxfer/p1 .gpuxfer/p2
+    tar -cJf .gpuxfer/bin/gpubin.tar.xz .gpubin
+    head -c 42000000 "$model" > .gpuxfer/p1/gguf.aa
+    tail -c +42000001 "$model" > .gpuxfer/p2/gguf.ab
+    echo "$(sha256sum < "$model" | cut -d' ' -f1)  $MODEL" > .gpuxfer/p2/gguf.sha256
+    du -sb .gpuxfer/*
+    ;;
+  call1)
+    mkdir -p /tmp/m && cp .gpuxfer/p1/gguf.aa /tmp/m/ && tar -xJf .gpuxfer/bin/gpubin.tar.xz &&
+      rm -rf "$BIN" && cp -r .gpubin "$BIN" || exit 9
+    gpu_env
+    echo "== duet_cuda_tests: training"
+    "$BIN/duet_cuda_tests" --gtest_filter='TrainCuda*' 2>&1 | tee "$OUT/train_cuda_tests.log" |
+      grep -E "^\[ +(OK|PASSED|FAILED) |Failure|Expected|Which is|vs" | head -n 60
+    ;;
+  call2)
+    cp .gpuxfer/p2/gguf.ab /tmp/m/ && cat /tmp/m/gguf.aa /tmp/m/gguf.ab > "$MODEL" &&
+      sha256sum -c .gpuxfer/p2/gguf.sha256 || exit 9
+    [[ -d $DATA ]] || cp -r data "$DATA" 2>/dev/null || true
+    gpu_env
+    for plan in $PLANS; do
+      heal_plan "$plan"
+      pairs=$(grep -v '^#' "$plan" | tr -d ' \n')
+      PYTHONUNBUFFERED=1 python3 bench/heal_torch_peer.py --pairs "$pairs" --batch "$BATCH" --seq-len "$SEQ_LEN" \
+        --json "$OUT/heal_torch_peer.jsonl" || echo "torch peer failed"
+    done
+    if [[ $EVAL == 1 ]]; then
+      run_eval baseline -m "$MODEL"
+      for plan in $PLANS; do
+        name=$(basename "$plan" .txt)
+        run_eval "$name" -m "$MODEL" --lp-plan "$plan"
+        [[ -f $OUT/healed_$name.gguf ]] && run_eval "healed_$name" -m "$OUT/healed_$name.gguf"
+      done
+    fi
+    tar -czf "$OUT/heal_logs.tgz" -C "$OUT" $(cd "$OUT" && ls *.jsonl *.err *.log 2>/dev/null) 2>/dev/null
+    ;;
+  *)
+    sed -n 2,22p "$0"
+    exit 2
+    ;;
+esac
