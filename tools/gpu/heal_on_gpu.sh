@@ -94,7 +94,8 @@ case $mode in
     cmake --build "$build" -j"$(nproc)" --target duet duet_cuda_tests || exit 1
     tools/gpu/pack_binaries.sh "$build" duet duet_cuda_tests || exit 1
     # As tools/gpu/stage_transfer.sh, without duet_bench: the bundle and the GGUF's first part in call 1.
-    grep -qx '/.gpuxfer/' .git/info/exclude 2>/dev/null || echo '/.gpuxfer/' >> .git/info/exclude
+    exclude=$(git rev-parse --git-path info/exclude)
+    grep -qx '/.gpuxfer/' "$exclude" 2>/dev/null || echo '/.gpuxfer/' >> "$exclude"
     rm -rf .gpuxfer && mkdir -p .gpuxfer/bin .gpuxfer/p1 .gpuxfer/p2
     tar -cJf .gpuxfer/bin/gpubin.tar.xz .gpubin
     head -c 42000000 "$model" > .gpuxfer/p1/gguf.aa
@@ -107,8 +108,12 @@ case $mode in
       rm -rf "$BIN" && cp -r .gpubin "$BIN" || exit 9
     gpu_env
     echo "== duet_cuda_tests: training"
-    "$BIN/duet_cuda_tests" --gtest_filter='TrainCuda*' 2>&1 | tee "$OUT/train_cuda_tests.log" |
-      grep -E "^\[ +(OK|PASSED|FAILED) |Failure|Expected|Which is|vs" | head -n 60
+    DUET_SOURCE_DIR=$PWD "$BIN/duet_cuda_tests" --gtest_filter='TrainCuda*' 2>&1 | tee "$OUT/train_cuda_tests.log" |
+      grep -E "^\[ +(OK|PASSED|FAILED) |Failure|Expected|Which is|vs|rel_err" | head -n 60
+    echo "== duet heal --device cuda on the tiny fixture (CLI end to end: GPU data, local + global)"
+    "$BIN/duet" heal -m tests/fixtures/tiny_arch/llama.gguf --lp-pairs 0 --device cuda --stage local,global \
+      --tokens 4096 --seq-len 64 --batch 8 --lr 1e-2 --log "$OUT/heal_tiny.jsonl" -o "$OUT/tiny.gguf" 2>&1 |
+      tr '\r' '\n' | grep -v '^ *$' | tail -n 6
     ;;
   call2)
     cp .gpuxfer/p2/gguf.ab /tmp/m/ && cat /tmp/m/gguf.aa /tmp/m/gguf.ab > "$MODEL" &&
