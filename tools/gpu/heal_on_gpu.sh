@@ -112,7 +112,7 @@ case $mode in
       grep -E "^\[ +(OK|PASSED|FAILED) |Failure|Expected|Which is|vs|rel_err" | head -n 60
     echo "== duet heal --device cuda on the tiny fixture (CLI end to end: GPU data, local + global)"
     "$BIN/duet" heal -m tests/fixtures/tiny_arch/llama.gguf --lp-pairs 0 --device cuda --stage local,global \
-      --tokens 4096 --seq-len 64 --batch 8 --lr 1e-2 --log "$OUT/heal_tiny.jsonl" -o "$OUT/tiny.gguf" 2>&1 |
+      --tokens 2048 --seq-len 32 --batch 8 --lr 1e-2 --log "$OUT/heal_tiny.jsonl" -o "$OUT/tiny.gguf" 2>&1 |
       tr '\r' '\n' | grep -v '^ *$' | tail -n 6
     ;;
   call2)
