@@ -11,6 +11,7 @@
 #include <random>
 
 #include "model/lp_merge.h"
+#include "runtime/bench_shapes.h"
 #include "runtime/loaded_model.h"
 #include "test_support.h"
 #include "train/adamw.h"
@@ -358,6 +359,48 @@ TEST(TrainCudaHeal, TenStepsMatchCpuLosses) {
       EXPECT_NEAR(gpu_losses[s], cpu_losses[s], kSteps * cpu_losses[s]) << stage_name(stage) << " step " << s + 1;
     }
     EXPECT_LT(gpu_losses.back(), gpu_losses.front()) << stage_name(stage);
+  }
+}
+
+// Throughput, not correctness (run with --gtest_also_run_disabled_tests; tools/gpu/heal_on_gpu.sh does):
+// the local and global stages of `duet heal --device cuda` on random weights of the smollm2-135m shape
+// with the pairs of DUET_HEAL_PAIRS (default plans/smollm2_135m_searched_4.txt's), batch 8 x 256 tokens,
+// micro-batch 8: the shapes bench/heal_torch_peer.py times. Prints one JSON line per stage.
+TEST(TrainCudaBench, DISABLED_SmolLM2StagesTokensPerSecond) {
+  auto shape = find_bench_shape("smollm2-135m");
+  ASSERT_TRUE(shape.ok()) << shape.message();
+  const char* env = std::getenv("DUET_HEAL_PAIRS");
+  const std::string pairs = env ? env : "4,6,17,25";
+  auto plan = parse_lp_pairs(pairs);
+  ASSERT_TRUE(plan.ok()) << plan.message();
+  const ModelWeights original = test::random_weights(shape->config, 1);
+  const int T = 256, batch = 8, steps = 24;
+  TrainData data;
+  std::mt19937_64 rng(2);
+  for (int i = 0; i < batch * steps; ++i) {
+    std::vector<int32_t> seq(T);
+    for (int32_t& t : seq) t = static_cast<int32_t>(rng() % shape->config.vocab_size);
+    data.train.push_back(std::move(seq));
+  }
+  for (Stage stage : {Stage::Local, Stage::Global}) {
+    auto lp = apply_lp_plan(original, *plan);
+    ASSERT_TRUE(lp.ok()) << lp.message();
+    HealOptions o;
+    o.stages = {stage};
+    o.batch = batch;
+    std::vector<StepReport> reports;
+    o.on_step = [&](const StepReport& r) { reports.push_back(r); };
+    auto r = heal_cuda(original, *lp, data, o, {8});
+    ASSERT_TRUE(r.ok()) << r.message();
+    // Steps 5.. only: the first ones allocate, pick cuBLAS algorithms and warm the caches.
+    const StepReport& warm = reports[4];
+    const StepReport& last = reports.back();
+    const double seconds_warm = static_cast<double>(warm.step) * batch * T / warm.tokens_per_second;
+    const double seconds_last = static_cast<double>(last.step) * batch * T / last.tokens_per_second;
+    const double tps = static_cast<double>(last.step - warm.step) * batch * T / (seconds_last - seconds_warm);
+    std::printf("{\"engine\": \"duet\", \"stage\": \"%s\", \"shape\": \"smollm2-135m\", \"pairs\": \"%s\", "
+                "\"batch\": %d, \"seq_len\": %d, \"ms_per_step\": %.3f, \"tokens_per_s\": %.0f}\n",
+                stage_name(stage), pairs.c_str(), batch, T, 1e3 * batch * T / tps, tps);
   }
 }
 

@@ -6,10 +6,11 @@
 #   here:    tools/gpu/heal_on_gpu.sh stage           # Release + CUDA build (BUILD, default build-cuda),
 #                                                       # binaries + the GGUF in 2 parts under .gpuxfer/
 #   call 1:  carry [".gpuxfer/bin", ".gpuxfer/p1"]:   tools/gpu/heal_on_gpu.sh call1
-#            (unpacks to /tmp/gpubin and /tmp/m; runs duet_cuda_tests' training tests)
+#            (unpacks to /tmp/gpubin and /tmp/m; runs duet_cuda_tests' training tests, the tiny fixture's
+#            heal through the CLI, and the throughput pair: duet's stages and bench/heal_torch_peer.py)
 #   call 2:  carry [".gpuxfer/p2"], at once (warm):   tools/gpu/heal_on_gpu.sh call2
-#            (rejoins the GGUF; heals plans/smollm2_135m_searched_{4,8}.txt, local then global; runs
-#            bench/heal_torch_peer.py with each plan's pairs; evaluates baseline / LP / healed)
+#            (rejoins the GGUF; heals plans/smollm2_135m_searched_{4,8}.txt, local then global; the
+#            throughput pair again; with EVAL=1 evaluates baseline / LP / healed)
 #
 # Per plan and stage it reports tokens/s and wall time (from the heal JSON log), the data generation
 # time, KL to the original on held-out generated text before/after, and, when EVAL=1, `duet eval
@@ -76,6 +77,19 @@ if done:
 PY
 }
 
+# duet's local and global stages on random weights of the smollm2-135m shape, then the PyTorch peer's
+# local stage on the same shapes, in this call: tokens/s of each (the ratio is the issue's target).
+local_peer() {
+  for plan in $PLANS; do
+    pairs=$(grep -v '^#' "$plan" | tr -d ' \n')
+    echo "== local/global stage throughput, smollm2-135m shape, pairs $pairs: duet, then PyTorch"
+    DUET_HEAL_PAIRS=$pairs "$BIN/duet_cuda_tests" --gtest_also_run_disabled_tests \
+      --gtest_filter='TrainCudaBench.*' 2>&1 | grep -E '^\{|FAILED|Failure' | tee -a "$OUT/heal_throughput.jsonl"
+    PYTHONUNBUFFERED=1 python3 bench/heal_torch_peer.py --pairs "$pairs" --batch "$BATCH" --seq-len "$SEQ_LEN" \
+      --json "$OUT/heal_throughput.jsonl" 2>&1 | tail -n 2 || echo "torch peer failed"
+  done
+}
+
 run_eval() {  # name, then model options
   local name=$1
   shift
@@ -114,18 +128,15 @@ case $mode in
     "$BIN/duet" heal -m tests/fixtures/tiny_arch/llama.gguf --lp-pairs 0 --device cuda --stage local,global \
       --tokens 2048 --seq-len 32 --batch 8 --lr 1e-2 --log "$OUT/heal_tiny.jsonl" -o "$OUT/tiny.gguf" 2>&1 |
       tr '\r' '\n' | grep -v '^ *$' | tail -n 6
+    local_peer
     ;;
   call2)
     cp .gpuxfer/p2/gguf.ab /tmp/m/ && cat /tmp/m/gguf.aa /tmp/m/gguf.ab > "$MODEL" &&
       sha256sum -c .gpuxfer/p2/gguf.sha256 || exit 9
     [[ -d $DATA ]] || cp -r data "$DATA" 2>/dev/null || true
     gpu_env
-    for plan in $PLANS; do
-      heal_plan "$plan"
-      pairs=$(grep -v '^#' "$plan" | tr -d ' \n')
-      PYTHONUNBUFFERED=1 python3 bench/heal_torch_peer.py --pairs "$pairs" --batch "$BATCH" --seq-len "$SEQ_LEN" \
-        --json "$OUT/heal_torch_peer.jsonl" || echo "torch peer failed"
-    done
+    for plan in $PLANS; do heal_plan "$plan"; done
+    local_peer
     if [[ $EVAL == 1 ]]; then
       run_eval baseline -m "$MODEL"
       for plan in $PLANS; do
