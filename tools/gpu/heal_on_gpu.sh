@@ -136,7 +136,7 @@ case $mode in
     [[ -d $DATA ]] || cp -r data "$DATA" 2>/dev/null || true
     gpu_env
     for plan in $PLANS; do heal_plan "$plan"; done
-    local_peer
+    [[ ${PEER:-1} == 1 ]] && local_peer  # PEER=0 when call 1 already timed the pair on this machine
     if [[ $EVAL == 1 ]]; then
       run_eval baseline -m "$MODEL"
       for plan in $PLANS; do
