@@ -44,8 +44,6 @@ Result<std::vector<std::vector<int32_t>>> sample_documents(const ModelWeights& o
       next[b] = samplers[b].sample(logits.data(), V);
       active[b] = static_cast<int>(prompt.size()) < doc_len;
     }
-    // Rows past B (the last, partial chunk) stay at position 0 and are never read.
-    for (int b = B; b < batch; ++b) model->reset(b);
     while (true) {
       bool any = false;
       for (int b = 0; b < B; ++b) {
