@@ -17,5 +17,6 @@ void add_eval_command(CLI::App& app);
 void add_search_command(CLI::App& app);
 void add_report_command(CLI::App& app);
 void add_heal_command(CLI::App& app);
+void add_export_command(CLI::App& app);
 
 }  // namespace duet::cli

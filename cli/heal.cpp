@@ -1,5 +1,6 @@
 // duet heal: trains only the LP wide layers of a model to win back the
-// accuracy LP costs (src/train/heal.h), then writes the healed model as GGUF.
+// accuracy LP costs (src/train/heal.h), then writes the healed model as a deci
+// GGUF through duet export's writer (model/gguf_export.h): duet and llama.cpp load it.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -8,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "model/gguf_export.h"
 #include "train/heal.h"
 #ifdef DUET_HAVE_CUDA
 #include "train/cuda/heal_cuda.h"
@@ -47,13 +49,6 @@ std::string format_duration(double seconds) {
   return str_cat(s / 3600, ":", (s / 600) % 6, (s / 60) % 10, ":", (s % 60) / 10, s % 10);
 }
 
-// Placeholder until branch `export` (model/gguf_export.h) is merged: healing runs, the GGUF write fails.
-Status write_healed_model(const LoadedModel& model, const std::string& type, const std::string& path) {
-  (void)model;
-  (void)type;
-  return make_error("cannot write ", path, ": the GGUF exporter (duet export) is not merged into this build yet");
-}
-
 // What a checkpoint must share with the run that resumes it.
 std::string run_identity(const HealCliOptions& o, const LpPlan& plan) {
   return nlohmann::json{{"model", o.model.model}, {"plan", plan.describe()}, {"stages", o.stages},
@@ -71,6 +66,7 @@ void run(const HealCliOptions& o) {
   if (cuda) fail("duet heal --device cuda: this build has no CUDA backend (built without nvcc); use --device cpu");
 #endif
   const std::vector<train::Stage> stages = value_or_fail(train::parse_stages(o.stages));
+  const ExportType type = value_or_fail(parse_export_type(o.export_type));
   const LpPlan plan = value_or_fail(o.model.plan());
   if (plan.empty()) fail("duet heal needs an LP plan (--lp, --lp-pairs or --lp-plan): it trains the wide layers");
   const std::filesystem::path out_dir = std::filesystem::absolute(o.output).parent_path();
@@ -80,6 +76,7 @@ void run(const HealCliOptions& o) {
   LoadedModel lp = value_or_fail(load_model(o.model.model, plan));
   LoadedModel original = value_or_fail(load_model(o.model.model, LpPlan{}));
   const ModelConfig& c = original.weights.config;
+  check_or_fail(check_exportable(lp));  // the output must be writable as GGUF: fail now, not after training
   if (o.seq_len > c.max_context) {
     fail(str_cat("--seq-len ", o.seq_len, " exceeds the model's context of ", c.max_context, " positions"));
   }
@@ -159,13 +156,23 @@ void run(const HealCliOptions& o) {
                  static_cast<long long>(o.max_steps), h.checkpoint_path.c_str());
     return;
   }
-  log_line({{"event", "done"}, {"kl_before", result.kl_before}, {"kl_after", result.kl_after},
-            {"tokens_trained", result.tokens_trained}});
-  check_or_fail(write_healed_model(lp, o.export_type, o.output));
+  // KL is measured on the held-out sequences only; without them it is unknown (null), not zero.
+  const nlohmann::json kl_before = data.heldout.empty() ? nlohmann::json() : nlohmann::json(result.kl_before);
+  const nlohmann::json kl_after = data.heldout.empty() ? nlohmann::json() : nlohmann::json(result.kl_after);
+  nlohmann::json stage_losses = nlohmann::json::array();
+  for (const train::StageSummary& st : result.stages) {
+    stage_losses.push_back({{"stage", train::stage_name(st.stage)}, {"steps", st.steps}, {"first_loss", st.first_loss},
+                            {"last_loss", st.last_loss}});
+  }
+  const nlohmann::json done = {{"kl_before", kl_before}, {"kl_after", kl_after}, {"tokens_trained", result.tokens_trained},
+                               {"stages", stage_losses}};
+  nlohmann::json event = done;
+  event["event"] = "done";
+  log_line(event);
+  check_or_fail(export_gguf(lp, type, o.output));
   std::printf("healed %s (LP pairs %s, depth %d) -> %s\n", o.model.model.c_str(), plan.describe().c_str(),
               lp.weights.depth(), o.output.c_str());
-  std::printf("{\"kl_before\": %.6f, \"kl_after\": %.6f, \"tokens_trained\": %lld}\n", result.kl_before,
-              result.kl_after, static_cast<long long>(result.tokens_trained));
+  std::printf("%s\n", done.dump().c_str());
 }
 
 }  // namespace

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   duet::cli::add_search_command(app);
   duet::cli::add_report_command(app);
   duet::cli::add_heal_command(app);
+  duet::cli::add_export_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

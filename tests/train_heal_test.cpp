@@ -9,12 +9,16 @@
 
 #include "runtime/loaded_model.h"
 #include "test_support.h"
+#include "train_test_support.h"
 #include "train/checkpoint.h"
 #include "train/heal.h"
 #include "train/params.h"
 
 namespace duet::train {
 namespace {
+
+class Heal : public test::SingleThreadedTest {};
+class HealData : public test::SingleThreadedTest {};
 
 struct Models {
   LoadedModel original, lp;
@@ -57,7 +61,7 @@ double mean_of_last(const std::vector<float>& v, size_t n) {
   return s / n;
 }
 
-TEST(TrainData, GeneratesDeterministicSequencesAndReadsFiles) {
+TEST_F(HealData, GeneratesDeterministicSequencesAndReadsFiles) {
   const Models m = tiny_models();
   const TrainData a = tiny_data(m, 6), b = tiny_data(m, 6);
   ASSERT_EQ(a.train.size(), 6u);
@@ -84,7 +88,7 @@ TEST(TrainData, GeneratesDeterministicSequencesAndReadsFiles) {
   EXPECT_NE(missing.message().find("/nonexistent/heal.txt"), std::string::npos) << missing.message();
 }
 
-TEST(Heal, LocalStageLowersLossAndKlToOriginal) {
+TEST_F(Heal, LocalStageLowersLossAndKlToOriginal) {
   Models m = tiny_models();
   const TrainData data = tiny_data(m, 96);
   std::vector<float> losses;
@@ -96,7 +100,7 @@ TEST(Heal, LocalStageLowersLossAndKlToOriginal) {
   EXPECT_LT(r->kl_after, 0.7 * r->kl_before) << "before " << r->kl_before << " after " << r->kl_after;
 }
 
-TEST(Heal, GlobalAndLmStagesLowerTheirLosses) {
+TEST_F(Heal, GlobalAndLmStagesLowerTheirLosses) {
   for (Stage stage : {Stage::Global, Stage::Lm}) {
     SCOPED_TRACE(stage_name(stage));
     Models m = tiny_models();
@@ -112,7 +116,7 @@ TEST(Heal, GlobalAndLmStagesLowerTheirLosses) {
 }
 
 // An interrupted run resumed from its checkpoint ends with the same weights as an uninterrupted one.
-TEST(Heal, ResumeContinuesAtTheSavedStep) {
+TEST_F(Heal, ResumeContinuesAtTheSavedStep) {
   const std::string dir = test::temp_dir("heal_resume");
   Models full = tiny_models();
   const TrainData data = tiny_data(full, 16);
@@ -148,7 +152,7 @@ TEST(Heal, ResumeContinuesAtTheSavedStep) {
   EXPECT_EQ(a, b);
 }
 
-TEST(Heal, CheckpointErrors) {
+TEST_F(Heal, CheckpointErrors) {
   const std::string dir = test::temp_dir("heal_ckpt");
   Checkpoint c;
   c.identity = "{\"run\": 1}";
@@ -191,7 +195,7 @@ TEST(Heal, CheckpointErrors) {
 
 // Training changes the float32 rows; the encoded rows and packed gains of a trained layer must go, or the
 // CPU decode path (and the CUDA upload) would keep reading the old weights.
-TEST(Heal, ScatterDropsStaleEncodedRows) {
+TEST_F(Heal, ScatterDropsStaleEncodedRows) {
   Models m = tiny_models();
   LayerWeights& wide = m.lp.weights.layers[0];
   wide.ffn_up.packed = PackedRows{DType::Q8_0, 34, std::vector<uint8_t>(34 * wide.ffn_up.rows)};

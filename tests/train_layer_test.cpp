@@ -11,7 +11,7 @@
 #include <random>
 
 #include "backends/cpu/cpu_model.h"
-#include "gradient_check.h"
+#include "train_test_support.h"
 #include "model/lp_merge.h"
 #include "test_support.h"
 #include "train/layer.h"
@@ -20,6 +20,9 @@
 
 namespace duet::train {
 namespace {
+
+class TrainLayer : public test::SingleThreadedTest {};
+class TrainModelGradients : public test::SingleThreadedTest {};
 
 using test::dot;
 using test::expect_gradient;
@@ -58,7 +61,7 @@ ModelWeights lp_model(const ModelConfig& c, uint64_t seed) {
   return std::move(lp).value();
 }
 
-TEST(TrainLayer, WideLayerForwardMatchesCpuModel) {
+TEST_F(TrainLayer, WideLayerForwardMatchesCpuModel) {
   for (const Family& f : families()) {
     SCOPED_TRACE(f.name);
     const ModelWeights lp = lp_model(f.config, 1);
@@ -84,7 +87,7 @@ TEST(TrainLayer, WideLayerForwardMatchesCpuModel) {
   }
 }
 
-TEST(TrainLayer, ModelLogitsMatchCpuModel) {
+TEST_F(TrainLayer, ModelLogitsMatchCpuModel) {
   for (const Family& f : families()) {
     SCOPED_TRACE(f.name);
     const ModelWeights lp = lp_model(f.config, 3);
@@ -103,7 +106,7 @@ TEST(TrainLayer, ModelLogitsMatchCpuModel) {
   }
 }
 
-TEST(TrainLayer, WideLayerGradientsMatchFiniteDifferences) {
+TEST_F(TrainLayer, WideLayerGradientsMatchFiniteDifferences) {
   for (const Family& f : families()) {
     SCOPED_TRACE(f.name);
     const ModelWeights lp = lp_model(f.config, 4);
@@ -138,7 +141,7 @@ TEST(TrainLayer, WideLayerGradientsMatchFiniteDifferences) {
 
 // KL to the original and cross-entropy through TrainModel: layer 2 of the LP model is wide and trained,
 // layers 3 and 4 above it are frozen, so the gradients cross two frozen layers and the final norm.
-TEST(TrainModelGradients, GlobalAndLmMatchFiniteDifferences) {
+TEST_F(TrainModelGradients, GlobalAndLmMatchFiniteDifferences) {
   for (const Family& f : families()) {
     SCOPED_TRACE(f.name);
     const ModelWeights original = test::random_weights(f.config, 7);

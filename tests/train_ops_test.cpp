@@ -14,7 +14,7 @@
 #include <random>
 #include <vector>
 
-#include "gradient_check.h"
+#include "train_test_support.h"
 #include "kernels/ops.h"
 #include "train/losses.h"
 #include "train/model.h"
@@ -22,6 +22,9 @@
 
 namespace duet::train {
 namespace {
+
+class TrainLosses : public test::SingleThreadedTest {};
+class TrainOps : public test::SingleThreadedTest {};
 
 using test::dot;
 using test::expect_gradient;
@@ -34,7 +37,7 @@ std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
   return v;
 }
 
-TEST(TrainOps, RmsNormWithAndWithoutGain) {
+TEST_F(TrainOps, RmsNormWithAndWithoutGain) {
   const int T = 5, D = 13;
   for (bool with_gain : {false, true}) {
     std::vector<float> x = randn(T * D, 1), r = randn(T * D, 2), g = randn(D, 3, 0.3f);
@@ -55,7 +58,7 @@ TEST(TrainOps, RmsNormWithAndWithoutGain) {
   }
 }
 
-TEST(TrainOps, RmsNormHeads) {
+TEST_F(TrainOps, RmsNormHeads) {
   const int T = 3, H = 3, Dh = 6;
   std::vector<float> x = randn(T * H * Dh, 4), w = randn(H * Dh, 5, 0.3f), r = randn(T * H * Dh, 6);
   for (float& v : w) v += 1.0f;
@@ -73,7 +76,7 @@ TEST(TrainOps, RmsNormHeads) {
   expect_gradient("rms_norm_heads dw", w, dw, loss);
 }
 
-TEST(TrainOps, MatmulWithBias) {
+TEST_F(TrainOps, MatmulWithBias) {
   for (int T : {1, 7}) {
     const int N = 19, K = 13;
     std::vector<float> x = randn(T * K, 7), w = randn(N * K, 8), b = randn(N, 9), r = randn(T * N, 10);
@@ -90,7 +93,7 @@ TEST(TrainOps, MatmulWithBias) {
   }
 }
 
-TEST(TrainOps, RopeBothPairings) {
+TEST_F(TrainOps, RopeBothPairings) {
   const int T = 5, H = 3, Dh = 8;
   for (RopeStyle style : {RopeStyle::HalfSplit, RopeStyle::Interleaved}) {
     ModelConfig c;
@@ -111,7 +114,7 @@ TEST(TrainOps, RopeBothPairings) {
   }
 }
 
-TEST(TrainOps, CausalGqaAttention) {
+TEST_F(TrainOps, CausalGqaAttention) {
   const int T = 7, H = 6, Hkv = 2, Dh = 5;
   std::vector<float> q = randn(T * H * Dh, 13), k = randn(T * Hkv * Dh, 14), v = randn(T * Hkv * Dh, 15),
                      r = randn(T * H * Dh, 16);
@@ -131,7 +134,7 @@ TEST(TrainOps, CausalGqaAttention) {
   expect_gradient("attention dv", v, dv, loss);
 }
 
-TEST(TrainOps, SwigluAndResidual) {
+TEST_F(TrainOps, SwigluAndResidual) {
   const int n = 37;
   std::vector<float> gate = randn(n, 17, 2.0f), up = randn(n, 18), r = randn(n, 19), out(n);
   auto loss = [&] {
@@ -155,7 +158,7 @@ TEST(TrainOps, SwigluAndResidual) {
   expect_gradient("residual db", b, db, loss2);
 }
 
-TEST(TrainLosses, MseKlCrossEntropy) {
+TEST_F(TrainLosses, MseKlCrossEntropy) {
   const int T = 4, V = 11, D = 9;
   std::vector<float> y = randn(T * D, 22), target = randn(T * D, 23), dy(T * D, 0.0f);
   auto mse = [&] { return static_cast<double>(mse_forward(y.data(), target.data(), T * D)); };

@@ -4,8 +4,9 @@
 //    gradient, and the losses of 10 AdamW steps (clipping, warmup + cosine,
 //    weight decay);
 //  - a tiny 4-layer model under LP pair (1,2): the global loss (KL to the
-//    original's logits through the frozen layer above), the wide layer's
-//    gradients, and the losses of 10 steps of duet's own heal() loop.
+//    original's logits through the frozen layer above) and the lm loss, the
+//    wide layer's gradients of both, and the losses of 10 steps of duet's own
+//    heal() loop (global stage).
 //
 // Tolerances: duet computes in float32. Forward values and losses agree to
 // ~1e-6 relative; gradients are compared per tensor against the tensor's own
@@ -24,6 +25,7 @@
 #include "model/loader.h"
 #include "model/lp_merge.h"
 #include "test_support.h"
+#include "train_test_support.h"
 #include "train/adamw.h"
 #include "train/heal.h"
 #include "train/layer.h"
@@ -32,6 +34,8 @@
 
 namespace duet::train {
 namespace {
+
+class TrainReference : public test::SingleThreadedTest {};
 
 constexpr double kLossRel = 1e-5, kGradRel = 1e-4, kStepLossRel = 1e-4;
 
@@ -60,7 +64,7 @@ void expect_rel(const std::string& what, double got, double ref, double rel) {
   EXPECT_LE(std::abs(got - ref), rel * std::abs(ref)) << what << ": duet " << got << " torch " << ref;
 }
 
-TEST(TrainReference, WideLayerLossGradientsAndAdamWMatchPyTorch) {
+TEST_F(TrainReference, WideLayerLossGradientsAndAdamWMatchPyTorch) {
   auto file = SafetensorsModel::open(fixture("layer.safetensors"));
   ASSERT_TRUE(file.ok()) << file.message() << " (regenerate: tools/ref/make_train_fixture.py)";
   const std::vector<float> cfg = tensor(*file, "config");  // T, D, H, Hkv, Dh, F
@@ -134,7 +138,7 @@ TEST(TrainReference, WideLayerLossGradientsAndAdamWMatchPyTorch) {
   EXPECT_LT(ref_losses[9], 0.8 * ref_losses[0]);  // the reference itself learns
 }
 
-TEST(TrainReference, GlobalStageMatchesPyTorch) {
+TEST_F(TrainReference, TinyModelGlobalAndLmMatchPyTorch) {
   auto ref = SafetensorsModel::open(fixture("model_ref.safetensors"));
   ASSERT_TRUE(ref.ok()) << ref.message() << " (regenerate: tools/ref/make_train_fixture.py)";
   auto original = load_weights(fixture("model"));
@@ -168,6 +172,18 @@ TEST(TrainReference, GlobalStageMatchesPyTorch) {
   for (const ParamTensor& t : layout.tensors) {
     expect_close("grad." + t.name, std::vector<float>(grads.begin() + t.offset, grads.begin() + t.offset + t.numel()),
                  tensor(*ref, "grad." + t.name));
+  }
+
+  // The lm objective through the same model.
+  std::fill(grads.begin(), grads.end(), 0.0f);
+  std::fill(dlogits.begin(), dlogits.end(), 0.0f);
+  expect_rel("lm loss", cross_entropy_forward(q_logits.data(), tokens.data(), T, V), tensor(*ref, "lm_loss")[0],
+             kLossRel);
+  cross_entropy_backward(q_logits.data(), tokens.data(), T, V, 1.0f, dlogits.data());
+  q_model.backward(params.data(), dlogits.data(), grads.data());
+  for (const ParamTensor& t : layout.tensors) {
+    expect_close("lm_grad." + t.name, std::vector<float>(grads.begin() + t.offset, grads.begin() + t.offset + t.numel()),
+                 tensor(*ref, "lm_grad." + t.name));
   }
 
   // 10 steps of heal()'s global stage on that one sequence (batch 1, 10 copies).

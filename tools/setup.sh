@@ -10,7 +10,7 @@ log() { printf '\n== setup: %s\n' "$*"; }
 
 # --- Debian packages --------------------------------------------------------
 packages=(build-essential cmake pkg-config libopenblas-dev nlohmann-json3-dev libpcre2-dev libcli11-dev
-          libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox clang libclang-rt-14-dev unzip python3)
+          libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox clang libclang-rt-14-dev unzip python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -54,6 +54,9 @@ if ((need_vocab)); then
       "llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-$v.gguf" > "models/vocab/ggml-vocab-$v.gguf"
   done
 fi
+
+# Stock llama.cpp for the export round-trip test (built once, then cached by pip).
+bash tools/setup_llamacpp.sh
 
 # --- build ------------------------------------------------------------------
 log "building (Release; CUDA backend when nvcc is found)"

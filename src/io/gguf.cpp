@@ -150,6 +150,7 @@ Status read_float(Reader& r, GgufValue* out) {
 }
 
 Status read_value(Reader& r, uint32_t type, int depth, GgufValue* out) {
+  out->type = type;
   switch (type) {
     case kU8: return read_int<uint8_t>(r, out);
     case kI8: return read_int<int8_t>(r, out);
@@ -192,6 +193,7 @@ Status read_value(Reader& r, uint32_t type, int depth, GgufValue* out) {
                        " bytes remain");
       }
       out->kind = GgufValue::Kind::Array;
+      out->element_type = elem_type;
       out->array.resize(len);
       for (GgufValue& elem : out->array) DUET_TRY(read_value(r, elem_type, depth + 1, &elem));
       return ok_status();

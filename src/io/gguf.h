@@ -26,10 +26,14 @@
 namespace duet {
 
 // One metadata value. Scalars of every integer width collapse into `i`
-// (unsigned values above INT64_MAX are rejected), floats into `f`.
+// (unsigned values above INT64_MAX are rejected), floats into `f`; `type`
+// keeps the GGUF value type as stored, so GgufWriter::add_value writes the
+// value back byte for byte (llama.cpp checks the exact type of many keys).
 struct GgufValue {
   enum class Kind { Int, Float, Bool, String, Array };
   Kind kind = Kind::Int;
+  uint32_t type = 0;          // gguf_type id: 0 u8 ... 4 u32, 5 i32, 6 f32, 8 string, 9 array, ...
+  uint32_t element_type = 0;  // arrays: the gguf_type id of the elements
   int64_t i = 0;
   double f = 0;
   bool b = false;
@@ -77,7 +81,7 @@ class GgufFile {
   std::map<std::string, size_t> tensor_index_;
 };
 
-// Builds GGUF v3 files (tests write tiny checkpoints with it; later, export).
+// Builds GGUF v3 files (tests write tiny checkpoints with it; duet export writes models).
 class GgufWriter {
  public:
   void add_int(const std::string& key, int64_t value);     // stored as i32 if it fits, else i64
@@ -88,6 +92,8 @@ class GgufWriter {
   void add_string_array(const std::string& key, const std::vector<std::string>& values);
   void add_float_array(const std::string& key, const std::vector<float>& values);
   void add_int_array(const std::string& key, const std::vector<int32_t>& values);
+  // A value read by GgufFile, in its original type (copies metadata between files).
+  void add_value(const std::string& key, const GgufValue& value);
 
   // `shape` outermost first; `bytes` must hold the tensor in `type`'s encoding.
   void add_tensor(const std::string& name, DType type, const std::vector<int64_t>& shape,

@@ -14,8 +14,9 @@ namespace {
 
 constexpr uint64_t kAlignment = 32;  // GGUF's default, so no general.alignment key is written
 
-// GGUF metadata value type ids used by the writer.
-constexpr uint32_t kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7, kString = 8, kArray = 9, kI64 = 11;
+// GGUF metadata value type ids (gguf_type in ggml).
+constexpr uint32_t kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7, kString = 8,
+                   kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12;
 
 template <class T>
 void put(std::vector<uint8_t>& out, T value) {
@@ -38,6 +39,33 @@ std::vector<uint8_t> key_and_type(const std::string& key, uint32_t type) {
 
 void pad_to_alignment(std::vector<uint8_t>& out) {
   out.resize((out.size() + kAlignment - 1) / kAlignment * kAlignment, 0);
+}
+
+// The value's payload in its own type (no key, no type id).
+void put_value(std::vector<uint8_t>& out, const GgufValue& v) {
+  switch (v.type) {
+    case kU8: return put<uint8_t>(out, static_cast<uint8_t>(v.i));
+    case kI8: return put<int8_t>(out, static_cast<int8_t>(v.i));
+    case kU16: return put<uint16_t>(out, static_cast<uint16_t>(v.i));
+    case kI16: return put<int16_t>(out, static_cast<int16_t>(v.i));
+    case kU32: return put<uint32_t>(out, static_cast<uint32_t>(v.i));
+    case kI32: return put<int32_t>(out, static_cast<int32_t>(v.i));
+    case kU64: return put<uint64_t>(out, static_cast<uint64_t>(v.i));
+    case kI64: return put<int64_t>(out, v.i);
+    case kF32: return put<float>(out, static_cast<float>(v.f));
+    case kF64: return put<double>(out, v.f);
+    case kBool: return put<uint8_t>(out, v.b ? 1 : 0);
+    case kString: return put_string(out, v.s);
+    case kArray:
+      put<uint32_t>(out, v.element_type);
+      put<uint64_t>(out, v.array.size());
+      for (const GgufValue& e : v.array) {
+        DUET_CHECK(e.type == v.element_type);
+        put_value(out, e);
+      }
+      return;
+  }
+  DUET_CHECK(false && "GgufValue with an unknown type id");
 }
 
 }  // namespace
@@ -93,6 +121,11 @@ void GgufWriter::add_int_array(const std::string& key, const std::vector<int32_t
   for (int32_t v : values) put<int32_t>(kv_.back(), v);
 }
 
+void GgufWriter::add_value(const std::string& key, const GgufValue& value) {
+  kv_.push_back(key_and_type(key, value.type));
+  put_value(kv_.back(), value);
+}
+
 void GgufWriter::add_tensor(const std::string& name, DType type, const std::vector<int64_t>& shape,
                             std::vector<uint8_t> bytes) {
   DUET_CHECK(!shape.empty() && shape.size() <= 4);
@@ -114,35 +147,42 @@ void GgufWriter::add_tensor_f32(const std::string& name, const std::vector<int64
 }
 
 Status GgufWriter::write(const std::string& path) const {
-  std::vector<uint8_t> out;
-  out.insert(out.end(), {'G', 'G', 'U', 'F'});
-  put<uint32_t>(out, 3);
-  put<uint64_t>(out, tensors_.size());
-  put<uint64_t>(out, kv_.size());
-  for (const auto& kv : kv_) out.insert(out.end(), kv.begin(), kv.end());
+  // Header, metadata and tensor infos are built in memory; tensor data is
+  // written straight from each pending tensor (no second copy of the weights).
+  std::vector<uint8_t> head;
+  head.insert(head.end(), {'G', 'G', 'U', 'F'});
+  put<uint32_t>(head, 3);
+  put<uint64_t>(head, tensors_.size());
+  put<uint64_t>(head, kv_.size());
+  for (const auto& kv : kv_) head.insert(head.end(), kv.begin(), kv.end());
 
   uint64_t offset = 0;  // relative to the data section; each tensor starts aligned
   for (const PendingTensor& t : tensors_) {
-    put_string(out, t.name);
-    put<uint32_t>(out, static_cast<uint32_t>(t.shape.size()));
+    put_string(head, t.name);
+    put<uint32_t>(head, static_cast<uint32_t>(t.shape.size()));
     for (auto it = t.shape.rbegin(); it != t.shape.rend(); ++it)
-      put<uint64_t>(out, *it);  // ne[0] first
-    put<uint32_t>(out, static_cast<uint32_t>(t.type));
-    put<uint64_t>(out, offset);
+      put<uint64_t>(head, *it);  // ne[0] first
+    put<uint32_t>(head, static_cast<uint32_t>(t.type));
+    put<uint64_t>(head, offset);
     offset += (t.bytes.size() + kAlignment - 1) / kAlignment * kAlignment;
   }
-  pad_to_alignment(out);
-  for (const PendingTensor& t : tensors_) {
-    out.insert(out.end(), t.bytes.begin(), t.bytes.end());
-    pad_to_alignment(out);
-  }
+  pad_to_alignment(head);
 
   std::FILE* f = std::fopen(path.c_str(), "wb");
   if (f == nullptr) return make_error(path, ": cannot create: ", std::strerror(errno));
-  const bool wrote = std::fwrite(out.data(), 1, out.size(), f) == out.size();
+  const uint8_t zeros[kAlignment] = {};
+  uint64_t total = head.size();
+  bool wrote = std::fwrite(head.data(), 1, head.size(), f) == head.size();
+  for (const PendingTensor& t : tensors_) {
+    if (!wrote) break;
+    const size_t pad = (kAlignment - t.bytes.size() % kAlignment) % kAlignment;
+    wrote = std::fwrite(t.bytes.data(), 1, t.bytes.size(), f) == t.bytes.size() &&
+            std::fwrite(zeros, 1, pad, f) == pad;
+    total += t.bytes.size() + pad;
+  }
   const int write_errno = errno;
   if (std::fclose(f) != 0 || !wrote) {
-    return make_error(path, ": cannot write ", out.size(),
+    return make_error(path, ": cannot write ", total,
                       " bytes: ", std::strerror(wrote ? errno : write_errno));
   }
   return ok_status();

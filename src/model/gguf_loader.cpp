@@ -1,8 +1,17 @@
 // ModelConfig and weights from GGUF metadata ("<arch>.block_count", ...).
+//
+// Architectures: llama, qwen2, qwen3, and deci: llama.cpp's Llama block whose
+// head counts and FFN width may differ per layer (per-layer arrays under
+// deci.attention.head_count, .head_count_kv, deci.feed_forward_length), with
+// llama's adjacent-pair RoPE rows and optional q/k/v biases. duet export
+// writes LP models as deci, with the LP pairs in duet.lp.pairs and
+// duet.lp.original_depth so that each wide layer knows its source layers.
+#include <algorithm>
 #include <cmath>
 
 #include "io/dequant.h"
 #include "model/loader.h"
+#include "model/lp_plan.h"
 #include "model/weight_builder.h"
 
 namespace duet {
@@ -13,6 +22,78 @@ Result<int> required_int(const GgufFile& file, const std::string& key) {
   if (!value) return make_error(file.path(), ": missing metadata key '", key, "'");
   if (*value <= 0 || *value > (1ll << 30)) return make_error(file.path(), ": metadata '", key, "' = ", *value, " is out of range");
   return static_cast<int>(*value);
+}
+
+// A per-layer key: one value for every layer, or an array of n_layers values.
+Result<std::vector<int>> per_layer_ints(const GgufFile& file, const std::string& key, int n_layers) {
+  if (auto value = file.get_int(key)) return std::vector<int>(n_layers, static_cast<int>(std::clamp<int64_t>(*value, -1, 1ll << 30)));
+  auto values = file.get_int_array(key);
+  if (!values) return make_error(file.path(), ": missing metadata key '", key, "' (an integer or one per layer)");
+  if (static_cast<int>(values->size()) != n_layers) {
+    return make_error(file.path(), ": metadata '", key, "' has ", values->size(), " entries for ", n_layers, " layers");
+  }
+  std::vector<int> out;
+  for (int64_t v : *values) out.push_back(static_cast<int>(std::clamp<int64_t>(v, -1, 1ll << 30)));
+  return out;
+}
+
+// The per-layer widths of a deci file, each checked like a config (a layer
+// without attention or FFN, as in Nemotron-51B, is rejected by the check).
+Result<std::vector<LayerWidths>> deci_layer_widths(const GgufFile& file, const ModelConfig& base) {
+  const int L = base.n_layers;
+  DUET_ASSIGN_OR_RETURN(std::vector<int> heads, per_layer_ints(file, "deci.attention.head_count", L));
+  std::vector<int> kv_heads = heads;
+  if (file.find("deci.attention.head_count_kv")) {
+    DUET_ASSIGN_OR_RETURN(kv_heads, per_layer_ints(file, "deci.attention.head_count_kv", L));
+  }
+  DUET_ASSIGN_OR_RETURN(std::vector<int> ffn, per_layer_ints(file, "deci.feed_forward_length", L));
+  std::vector<LayerWidths> widths;
+  for (int i = 0; i < L; ++i) {
+    ModelConfig layer = base;
+    layer.n_heads = heads[i];
+    layer.n_kv_heads = kv_heads[i];
+    layer.ffn_dim = ffn[i];
+    if (Status valid = validate_config(layer); !valid.ok()) {
+      return make_error(file.path(), ": layer ", i, ": ", valid.message());
+    }
+    widths.push_back({heads[i], kv_heads[i], ffn[i]});
+  }
+  return widths;
+}
+
+// Source layers of each layer from duet export's LP metadata (one per layer
+// when absent): a wide layer of the plan computes original layers i and i+1.
+Status read_lp_source_layers(const GgufFile& file, ModelWeights& weights) {
+  const auto pairs = file.get_int_array("duet.lp.pairs");
+  const auto original_depth = file.get_int("duet.lp.original_depth");
+  if (!pairs && !original_depth) return ok_status();
+  if (!pairs || !original_depth) {
+    return make_error(file.path(), ": metadata has only one of duet.lp.pairs and duet.lp.original_depth");
+  }
+  LpPlan plan;
+  for (int64_t p : *pairs) {
+    if (p < 0 || p > (1 << 20)) return make_error(file.path(), ": duet.lp.pairs holds layer ", p);
+    plan.pair_starts.push_back(static_cast<int>(p));
+  }
+  const int depth = static_cast<int>(std::clamp<int64_t>(*original_depth, 0, 1 << 20));
+  if (Status valid = validate_lp_plan(plan, depth); !valid.ok()) {
+    return make_error(file.path(), ": duet.lp.pairs: ", valid.message());
+  }
+  if (plan.effective_depth(depth) != weights.depth()) {
+    return make_error(file.path(), ": duet.lp.pairs (", plan.describe(), ") on ", depth, " original layers give ",
+                      plan.effective_depth(depth), " layers, but the file has ", weights.depth());
+  }
+  size_t next_pair = 0;
+  for (int i = 0, layer = 0; i < depth; ++i, ++layer) {
+    if (next_pair < plan.pair_starts.size() && plan.pair_starts[next_pair] == i) {
+      weights.layers[layer].source_layers = {i, i + 1};
+      ++next_pair;
+      ++i;
+    } else {
+      weights.layers[layer].source_layers = {i};
+    }
+  }
+  return ok_status();
 }
 
 }  // namespace
@@ -31,16 +112,28 @@ Result<ModelConfig> config_from_gguf(const GgufFile& file) {
   } else if (*arch == "qwen3") {
     c.arch = Arch::Qwen3;
     c.qk_norm = true;
+  } else if (*arch == "deci") {
+    // A Llama block in llama.cpp's graph, Q/K rows in adjacent-pair order.
+    c.arch = Arch::Llama;
+    c.rope_style = RopeStyle::Interleaved;
+    c.qkv_bias = file.find_tensor("blk.0.attn_q.bias") != nullptr;
   } else {
-    return make_error(file.path(), ": unsupported architecture '", *arch, "' (supported: llama, qwen2, qwen3)");
+    return make_error(file.path(), ": unsupported architecture '", *arch, "' (supported: llama, qwen2, qwen3, deci)");
   }
   const std::string p = *arch + ".";
   DUET_ASSIGN_OR_RETURN(c.n_layers, required_int(file, p + "block_count"));
   DUET_ASSIGN_OR_RETURN(c.dim, required_int(file, p + "embedding_length"));
-  DUET_ASSIGN_OR_RETURN(c.ffn_dim, required_int(file, p + "feed_forward_length"));
-  DUET_ASSIGN_OR_RETURN(c.n_heads, required_int(file, p + "attention.head_count"));
   DUET_ASSIGN_OR_RETURN(c.max_context, required_int(file, p + "context_length"));
-  c.n_kv_heads = file.get_int(p + "attention.head_count_kv").value_or(c.n_heads);
+  const bool per_layer_widths = *arch == "deci";
+  if (per_layer_widths) {
+    // llama.cpp's head-dim default reads layer 0's head count; the widths are set below.
+    DUET_ASSIGN_OR_RETURN(std::vector<int> heads, per_layer_ints(file, p + "attention.head_count", c.n_layers));
+    c.n_heads = heads[0];
+  } else {
+    DUET_ASSIGN_OR_RETURN(c.ffn_dim, required_int(file, p + "feed_forward_length"));
+    DUET_ASSIGN_OR_RETURN(c.n_heads, required_int(file, p + "attention.head_count"));
+    c.n_kv_heads = file.get_int(p + "attention.head_count_kv").value_or(c.n_heads);
+  }
   c.head_dim = static_cast<int>(file.get_int(p + "attention.key_length").value_or(c.n_heads > 0 ? c.dim / c.n_heads : 0));
   c.rms_eps = static_cast<float>(file.get_float(p + "attention.layer_norm_rms_epsilon").value_or(1e-5));
   c.rope_theta = static_cast<float>(file.get_float(p + "rope.freq_base").value_or(10000.0));
@@ -65,15 +158,30 @@ Result<ModelConfig> config_from_gguf(const GgufFile& file) {
     DUET_ASSIGN_OR_RETURN(c.rope_freq_factors, tensor_to_f32(*freqs));
   }
   c.tied_embeddings = file.find_tensor("output.weight") == nullptr;
+  if (per_layer_widths) {
+    // Each layer is checked with its own widths; the config takes those of the
+    // narrowest layer (an original layer of an LP file), each layer keeps its own.
+    DUET_ASSIGN_OR_RETURN(const std::vector<LayerWidths> widths, deci_layer_widths(file, c));
+    const LayerWidths narrowest = *std::min_element(
+        widths.begin(), widths.end(), [](const LayerWidths& a, const LayerWidths& b) { return a.n_heads < b.n_heads; });
+    c.n_heads = narrowest.n_heads;
+    c.n_kv_heads = narrowest.n_kv_heads;
+    c.ffn_dim = narrowest.ffn_dim;
+  }
   if (Status valid = validate_config(c); !valid.ok()) return make_error(file.path(), ": ", valid.message());
   return c;
 }
 
 Result<ModelWeights> load_weights_gguf(const GgufFile& file) {
   DUET_ASSIGN_OR_RETURN(ModelConfig config, config_from_gguf(file));
+  std::vector<LayerWidths> widths;
+  if (file.get_string("general.architecture") == "deci") {
+    DUET_ASSIGN_OR_RETURN(widths, deci_layer_widths(file, config));
+  }
   auto weights = build_weights(config, [&](const std::string& name) { return file.find_tensor(name); },
-                               gguf_tensor_names());
+                               gguf_tensor_names(), widths);
   if (!weights.ok()) return make_error(file.path(), ": ", weights.message());
+  DUET_TRY(read_lp_source_layers(file, *weights));
   return weights;
 }
 

@@ -120,6 +120,17 @@ LayerWeights merge_layer_pair(const LayerWeights& a, const LayerWeights& b, int 
 Result<ModelWeights> apply_lp_plan(ModelWeights weights, const LpPlan& plan) {
   DUET_TRY(validate_lp_plan(plan, weights.depth()));
   if (plan.empty()) return weights;
+  // Plans name layers of a uniform model; a model whose layers already differ
+  // (an LP model written by duet export) would pair layers of other widths.
+  const ModelConfig& c = weights.config;
+  for (int i = 0; i < weights.depth(); ++i) {
+    const LayerWeights& l = weights.layers[i];
+    if (l.source_layers.size() > 1 || l.n_heads != c.n_heads || l.n_kv_heads != c.n_kv_heads || l.ffn_dim != c.ffn_dim) {
+      return make_error("an LP plan needs a model with uniform layers, but layer ", i, " has ", l.n_heads, " heads and FFN width ",
+                        l.ffn_dim, " (", c.n_heads, " and ", c.ffn_dim, " elsewhere; an exported LP model?): "
+                        "run this model without a plan, or apply the plan to the original model");
+    }
+  }
   std::vector<LayerWeights> merged;
   size_t next_pair = 0;
   for (int i = 0; i < weights.depth(); ++i) {

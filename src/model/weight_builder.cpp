@@ -2,6 +2,7 @@
 
 #include <map>
 
+#include "core/check.h"
 #include "io/dequant.h"
 
 namespace duet {
@@ -55,13 +56,14 @@ Matrix head_gain_table(const std::vector<float>& gain, int heads) {
   return out;
 }
 
-Result<LayerWeights> build_layer(const ModelConfig& c, const Fetcher& f, const TensorNames& names, int i) {
+Result<LayerWeights> build_layer(const ModelConfig& c, const LayerWidths& widths, const Fetcher& f,
+                                 const TensorNames& names, int i) {
   auto n = [&](const std::string& canonical) { return names.layer(i, canonical); };
-  const int64_t D = c.dim, Dh = c.head_dim, Hq = c.n_heads * Dh, Hkv = c.n_kv_heads * Dh, F = c.ffn_dim;
+  const int64_t D = c.dim, Dh = c.head_dim, Hq = widths.n_heads * Dh, Hkv = widths.n_kv_heads * Dh, F = widths.ffn_dim;
   LayerWeights l;
-  l.n_heads = c.n_heads;
-  l.n_kv_heads = c.n_kv_heads;
-  l.ffn_dim = c.ffn_dim;
+  l.n_heads = widths.n_heads;
+  l.n_kv_heads = widths.n_kv_heads;
+  l.ffn_dim = widths.ffn_dim;
   l.source_layers = {i};
   DUET_ASSIGN_OR_RETURN(l.attn_norm, f.read(n("attn_norm"), {D}));
   DUET_ASSIGN_OR_RETURN(l.attn_q, f.matrix(n("attn_q"), Hq, D));
@@ -75,8 +77,8 @@ Result<LayerWeights> build_layer(const ModelConfig& c, const Fetcher& f, const T
   if (c.qk_norm) {
     DUET_ASSIGN_OR_RETURN(std::vector<float> q_gain, f.read(n("attn_q_norm"), {Dh}));
     DUET_ASSIGN_OR_RETURN(std::vector<float> k_gain, f.read(n("attn_k_norm"), {Dh}));
-    l.attn_q_norm = head_gain_table(q_gain, c.n_heads);
-    l.attn_k_norm = head_gain_table(k_gain, c.n_kv_heads);
+    l.attn_q_norm = head_gain_table(q_gain, widths.n_heads);
+    l.attn_k_norm = head_gain_table(k_gain, widths.n_kv_heads);
   }
   DUET_ASSIGN_OR_RETURN(l.attn_out, f.matrix(n("attn_output"), D, Hq));
   DUET_ASSIGN_OR_RETURN(l.ffn_norm, f.read(n("ffn_norm"), {D}));
@@ -123,7 +125,8 @@ TensorNames hf_tensor_names() {
 }
 
 Result<ModelWeights> build_weights(const ModelConfig& config, const TensorLookup& lookup,
-                                   const TensorNames& names) {
+                                   const TensorNames& names, const std::vector<LayerWidths>& widths) {
+  DUET_CHECK(widths.empty() || static_cast<int>(widths.size()) == config.n_layers);
   Fetcher f(lookup);
   ModelWeights w;
   w.config = config;
@@ -135,7 +138,9 @@ Result<ModelWeights> build_weights(const ModelConfig& config, const TensorLookup
   w.config.tied_embeddings = w.output.empty();
   w.layers.reserve(config.n_layers);
   for (int i = 0; i < config.n_layers; ++i) {
-    DUET_ASSIGN_OR_RETURN(LayerWeights layer, build_layer(config, f, names, i));
+    const LayerWidths layer_widths =
+        widths.empty() ? LayerWidths{config.n_heads, config.n_kv_heads, config.ffn_dim} : widths[i];
+    DUET_ASSIGN_OR_RETURN(LayerWeights layer, build_layer(config, layer_widths, f, names, i));
     w.layers.push_back(std::move(layer));
   }
   return w;

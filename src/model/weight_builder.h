@@ -26,7 +26,16 @@ TensorNames hf_tensor_names();
 
 using TensorLookup = std::function<const TensorInfo*(const std::string& name)>;
 
+// One layer's widths, for checkpoints whose layers differ (GGUF `deci`, e.g.
+// an LP model written by duet export).
+struct LayerWidths {
+  int n_heads = 0;     // H
+  int n_kv_heads = 0;  // Hkv
+  int ffn_dim = 0;     // F
+};
+
+// `widths`: one entry per layer, or empty when every layer has the config's widths.
 Result<ModelWeights> build_weights(const ModelConfig& config, const TensorLookup& lookup,
-                                   const TensorNames& names);
+                                   const TensorNames& names, const std::vector<LayerWidths>& widths = {});
 
 }  // namespace duet

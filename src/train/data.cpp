@@ -102,11 +102,11 @@ Result<TrainData> build_train_data(const ModelWeights& original, const Tokenizer
   for (const std::string& file : o.files) {
     DUET_ASSIGN_OR_RETURN(std::string text, read_text_file(file));
     const std::vector<int32_t> tokens = tokenizer.encode(text, tokenizer.add_bos_default(), false);
-    data.file_tokens += static_cast<int64_t>(append_sequences(tokens, o.seq_len, o.sequences, data.train));
     if (tokens.size() < static_cast<size_t>(o.seq_len)) {
       return make_error("--data ", file, ": ", tokens.size(), " tokens, fewer than one sequence of --seq-len ",
                         o.seq_len);
     }
+    data.file_tokens += static_cast<int64_t>(append_sequences(tokens, o.seq_len, o.sequences, data.train));
   }
   const int64_t to_generate = static_cast<int64_t>(o.sequences - data.train.size() + o.heldout_sequences) * o.seq_len;
   std::unique_ptr<Decoder> decoder = make_cpu_decoder(original, o.seq_len);

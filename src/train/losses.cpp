@@ -10,6 +10,9 @@
 namespace duet::train {
 namespace {
 
+// Rows of exps below this many are done before a second thread would wake.
+constexpr int64_t kParallelMin = 1 << 16;
+
 // log-sum-exp of one row.
 double log_sum_exp(const float* x, int V) {
   const float m = *std::max_element(x, x + V);
@@ -49,7 +52,7 @@ void mse_backward(const float* y, const float* target, int64_t n, float scale, f
 
 float kl_forward(const float* p_logits, const float* q_logits, int T, int V) {
   std::vector<double> per_token(T);
-#pragma omp parallel for if (T > 1)
+#pragma omp parallel for if (static_cast<int64_t>(T) * V > kParallelMin)
   for (int t = 0; t < T; ++t) {
     const float* p = p_logits + static_cast<int64_t>(t) * V;
     const float* q = q_logits + static_cast<int64_t>(t) * V;
@@ -66,7 +69,7 @@ float kl_forward(const float* p_logits, const float* q_logits, int T, int V) {
 
 void kl_backward(const float* p_logits, const float* q_logits, int T, int V, float scale, float* dq) {
   const double c = static_cast<double>(scale) / T;
-#pragma omp parallel for if (T > 1)
+#pragma omp parallel for if (static_cast<int64_t>(T) * V > kParallelMin)
   for (int t = 0; t < T; ++t) {
     const float* p = p_logits + static_cast<int64_t>(t) * V;
     const float* q = q_logits + static_cast<int64_t>(t) * V;
@@ -78,7 +81,7 @@ void kl_backward(const float* p_logits, const float* q_logits, int T, int V, flo
 
 float cross_entropy_forward(const float* logits, const int32_t* tokens, int T, int V) {
   std::vector<double> per_token(T - 1);
-#pragma omp parallel for if (T > 2)
+#pragma omp parallel for if (static_cast<int64_t>(T) * V > kParallelMin)
   for (int t = 0; t < T - 1; ++t) {
     const float* x = logits + static_cast<int64_t>(t) * V;
     per_token[t] = log_sum_exp(x, V) - x[tokens[t + 1]];
@@ -88,7 +91,7 @@ float cross_entropy_forward(const float* logits, const int32_t* tokens, int T, i
 
 void cross_entropy_backward(const float* logits, const int32_t* tokens, int T, int V, float scale, float* dlogits) {
   const double c = static_cast<double>(scale) / (T - 1);
-#pragma omp parallel for if (T > 2)
+#pragma omp parallel for if (static_cast<int64_t>(T) * V > kParallelMin)
   for (int t = 0; t < T - 1; ++t) {
     const float* x = logits + static_cast<int64_t>(t) * V;
     float* d = dlogits + static_cast<int64_t>(t) * V;

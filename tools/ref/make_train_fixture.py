@@ -9,8 +9,9 @@ Writes tests/fixtures/train/:
   model/             a tiny 4-layer llama as HF safetensors (config.json, model.safetensors),
                      norm gains random, RoPE on half-split pairs.
   model_ref.safetensors  for LP pair (1,2) of that model: the tokens, the global loss
-                     KL(P_orig || P_lp) on 6 tokens, the gradient of every tensor of the wide layer
-                     (gains folded, GGUF names), and the losses of 10 AdamW steps.
+                     KL(P_orig || P_lp) on 6 tokens and the lm loss (next-token cross-entropy),
+                     the gradients of both wrt every tensor of the wide layer (gains folded, GGUF
+                     names), and the global losses of 10 AdamW steps.
 Computed in float64; duet runs float32, so the test compares within tolerances.
 
 Run: python3 -m venv .cache/venv-torch && .cache/venv-torch/bin/pip install torch numpy
@@ -183,9 +184,18 @@ def make_model_fixture(rng):
         p = torch.log_softmax(p_logits, -1)
         return (p.exp() * (p - q)).sum() / T
 
+    def lm_loss_fn():  # next-token cross-entropy, mean over the T-1 predicted tokens
+        return torch.nn.functional.cross_entropy(logits_of(lp_blocks)[:-1], tokens[1:])
+
+    lm_loss = lm_loss_fn()
+    lm_loss.backward()
+    ref = {"tokens": tokens.double(), "lm_loss": torch.tensor([lm_loss.item()])}
+    ref.update({"lm_grad.blk.1." + n: v.grad.clone() for n, v in wide.items()})
+    for v in wide.values():
+        v.grad = None
     loss = loss_fn()
     loss.backward()
-    ref = {"tokens": tokens.double(), "loss": torch.tensor([loss.item()])}
+    ref["loss"] = torch.tensor([loss.item()])
     ref.update({"blk.1." + n: v.detach().clone() for n, v in wide.items()})
     ref.update({"grad.blk.1." + n: v.grad.clone() for n, v in wide.items()})
     # Warmup of 1 step, as HealOptions::warmup = 0.05 gives for 10 steps.

@@ -14,13 +14,19 @@
 #include "train/ops.h"
 
 namespace duet::train {
+namespace {
+
+// Below T^2 H Dh = 2^18 (causal: half of it multiply-adds) a second thread costs more to wake than it saves.
+bool worth_threads(int T, int H, int Dh) { return static_cast<int64_t>(T) * T * H * Dh >= (int64_t(1) << 18); }
+
+}  // namespace
 
 void attention_forward(const float* q, const float* k, const float* v, float* out, float* att, int T, int H, int Hkv,
                        int Dh) {
   const int group = H / Hkv;
   const int64_t qs = static_cast<int64_t>(H) * Dh, ks = static_cast<int64_t>(Hkv) * Dh;
   const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
-#pragma omp parallel for collapse(2) schedule(dynamic, 4)
+#pragma omp parallel for collapse(2) schedule(dynamic, 4) if (worth_threads(T, H, Dh))
   for (int h = 0; h < H; ++h) {
     for (int t = 0; t < T; ++t) {
       const float* qrow = q + t * qs + static_cast<int64_t>(h) * Dh;
@@ -58,7 +64,7 @@ void attention_backward(const float* dout, const float* q, const float* k, const
   const int64_t qs = static_cast<int64_t>(H) * Dh, ks = static_cast<int64_t>(Hkv) * Dh;
   const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
   // One thread per KV head: the query heads of a group are the only writers of its dk/dv rows.
-#pragma omp parallel
+#pragma omp parallel if (worth_threads(T, H, Dh))
   {
     std::vector<float> dpre(T);
 #pragma omp for schedule(dynamic, 1)

@@ -11,12 +11,13 @@
 namespace duet::train {
 namespace {
 
-// Slices [0, n) into at most one part per thread, multiples of 16 wide.
+// Slices [0, n) into at most one part per thread, multiples of 16 wide; one part when the whole
+// product (`work` multiply-adds) is too small to pay for waking a second thread.
 struct Slices {
   int parts, width;
 };
-Slices slices_of(int n) {
-  const int parts = std::max(1, std::min(omp_get_max_threads(), n / 16));
+Slices slices_of(int n, int64_t work) {
+  const int parts = work < (int64_t(1) << 18) ? 1 : std::max(1, std::min(omp_get_max_threads(), n / 16));
   return {parts, ((n + parts - 1) / parts + 15) / 16 * 16};
 }
 
@@ -31,7 +32,7 @@ void matmul_backward(const float* dy, const float* x, const float* w, float* dx,
   static const bool single_threaded_blas = (openblas_set_num_threads(1), true);
   (void)single_threaded_blas;
   if (dx) {  // dx[T,K] += dy[T,N] W[N,K], threads split K
-    const Slices s = slices_of(K);
+    const Slices s = slices_of(K, static_cast<int64_t>(T) * N * K);
 #pragma omp parallel for num_threads(s.parts)
     for (int part = 0; part < s.parts; ++part) {
       const int k0 = part * s.width, k1 = std::min(K, k0 + s.width);
@@ -40,7 +41,7 @@ void matmul_backward(const float* dy, const float* x, const float* w, float* dx,
     }
   }
   if (dw) {  // dw[N,K] += dy^T[N,T] x[T,K], threads split N
-    const Slices s = slices_of(N);
+    const Slices s = slices_of(N, static_cast<int64_t>(T) * N * K);
 #pragma omp parallel for num_threads(s.parts)
     for (int part = 0; part < s.parts; ++part) {
       const int n0 = part * s.width, n1 = std::min(N, n0 + s.width);

@@ -1,8 +1,10 @@
-// Central finite differences for the training tests: compares an analytic
-// gradient with (L(x + h e_j) - L(x - h e_j)) / 2h entry by entry.
+// Helpers of the training tests: central finite differences, which compare
+// an analytic gradient with (L(x + h e_j) - L(x - h e_j)) / 2h entry by
+// entry, and a single-threaded fixture.
 #pragma once
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -10,6 +12,23 @@
 #include <vector>
 
 namespace duet::test {
+
+// Runs a test on one OpenMP thread. The tiny shapes here make each parallel
+// region a few microseconds of work, and on oversubscribed cores (CTest runs
+// tests side by side; OMP_WAIT_POLICY=passive) every region waits for a
+// sleeping thread to be scheduled: a 1 s test took a minute. The references
+// and tolerances do not depend on the thread count.
+class SingleThreadedTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    saved_ = omp_get_max_threads();
+    omp_set_num_threads(1);
+  }
+  void TearDown() override { omp_set_num_threads(saved_); }
+
+ private:
+  int saved_ = 1;
+};
 
 struct GradientTolerance {
   double step = 1e-2;  // h
