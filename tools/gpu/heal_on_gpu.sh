@@ -15,8 +15,7 @@
 # Per plan and stage it reports tokens/s and wall time (from the heal JSON log), the data generation
 # time, KL to the original on held-out generated text before/after, and, when EVAL=1, `duet eval
 # --device cuda` on the six tasks' dev sets (EVAL_LIMIT items each; 0 = all) and `duet ppl` on
-# WikiText-2 for baseline, LP and the healed model (needs duet export's GGUF writer, branch `export`:
-# without it `duet heal` trains and logs but cannot write the healed file, and its rows are skipped).
+# WikiText-2 for baseline, LP and the healed model (the deci GGUF `duet heal` writes).
 # Knobs: TOKENS (per stage, default 524288), SEQ_LEN (256), BATCH (8), LR (1e-4), EVAL (0), EVAL_LIMIT (500).
 set -u -o pipefail
 mode=${1:-}
@@ -50,7 +49,7 @@ heal_plan() {
   "$BIN/duet" heal -m "$MODEL" --device cuda --lp-plan "$plan" --stage local,global --tokens "$TOKENS" \
     --seq-len "$SEQ_LEN" --batch "$BATCH" --lr "$LR" --heldout 16 --log "$OUT/heal_$name.jsonl" \
     -o "$OUT/healed_$name.gguf" > "$OUT/heal_$name.out" 2> "$OUT/heal_$name.err"
-  echo "exit $? (a missing GGUF writer fails only the final write)"
+  echo "exit $?"
   end=$(date +%s.%N)
   tail -c 600 "$OUT/heal_$name.err" | tr '\r' '\n' | grep -v '^ *$' | tail -n 4
   python3 - "$OUT/heal_$name.jsonl" "$name" "$(python3 -c "print($end - $start)")" "$BATCH" "$SEQ_LEN" <<'PY'
