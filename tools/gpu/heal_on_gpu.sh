@@ -21,8 +21,9 @@ set -u -o pipefail
 mode=${1:-}
 BIN=${DUET_GPU_BIN:-/tmp/gpubin}
 MODEL=${DUET_MODEL:-/tmp/m/SmolLM2-135M-Instruct.Q4_1.gguf}
-DATA=${DUET_DATA:-/tmp/m/data}
-OUT=${OUT:-/tmp/duet_heal_gpu}
+DATA=${DUET_DATA:-.gpuxfer/p2/data}  # the dev sets (trimmed to EVAL_LIMIT items) and WikiText-2, staged
+OUT=${OUT:-/tmp/duet_heal_gpu}      # what comes back: the summary lines and heal_logs.tgz
+WORK=${WORK:-/tmp/duet_heal_work}   # logs and healed models (the tool returns at most 8 files)
 TOKENS=${TOKENS:-524288}
 SEQ_LEN=${SEQ_LEN:-256}
 BATCH=${BATCH:-8}
@@ -32,7 +33,7 @@ EVAL_LIMIT=${EVAL_LIMIT:-500}
 PLANS=${PLANS:-"plans/smollm2_135m_searched_4.txt plans/smollm2_135m_searched_8.txt"}
 
 gpu_env() {
-  mkdir -p "$OUT"
+  mkdir -p "$OUT" "$WORK"
   local cublas_dir
   cublas_dir=$(find /usr/local /opt /usr/lib -name 'libcublas.so.13*' -printf '%h\n' 2>/dev/null | head -n 1)
   export LD_LIBRARY_PATH="$BIN/lib:/usr/local/cuda/lib64:${cublas_dir}:${LD_LIBRARY_PATH:-}"
@@ -47,12 +48,12 @@ heal_plan() {
   local start end
   start=$(date +%s.%N)
   "$BIN/duet" heal -m "$MODEL" --device cuda --lp-plan "$plan" --stage local,global --tokens "$TOKENS" \
-    --seq-len "$SEQ_LEN" --batch "$BATCH" --lr "$LR" --heldout 16 --log "$OUT/heal_$name.jsonl" \
-    -o "$OUT/healed_$name.gguf" > "$OUT/heal_$name.out" 2> "$OUT/heal_$name.err"
+    --seq-len "$SEQ_LEN" --batch "$BATCH" --lr "$LR" --heldout 16 --log "$WORK/heal_$name.jsonl" \
+    -o "$WORK/healed_$name.gguf" > "$WORK/heal_$name.out" 2> "$WORK/heal_$name.err"
   echo "exit $?"
   end=$(date +%s.%N)
-  tail -c 600 "$OUT/heal_$name.err" | tr '\r' '\n' | grep -v '^ *$' | tail -n 4
-  python3 - "$OUT/heal_$name.jsonl" "$name" "$(python3 -c "print($end - $start)")" "$BATCH" "$SEQ_LEN" <<'PY'
+  tail -c 600 "$WORK/heal_$name.err" | tr '\r' '\n' | grep -v '^ *$' | tail -n 4
+  python3 - "$WORK/heal_$name.jsonl" "$name" "$(python3 -c "print($end - $start)")" "$BATCH" "$SEQ_LEN" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 name, total = sys.argv[2], float(sys.argv[3])
@@ -83,9 +84,9 @@ local_peer() {
     pairs=$(grep -v '^#' "$plan" | tr -d ' \n')
     echo "== local/global stage throughput, smollm2-135m shape, pairs $pairs: duet, then PyTorch"
     DUET_HEAL_PAIRS=$pairs "$BIN/duet_cuda_tests" --gtest_also_run_disabled_tests \
-      --gtest_filter='TrainCudaBench.*' 2>&1 | grep -E '^\{|FAILED|Failure' | tee -a "$OUT/heal_throughput.jsonl"
+      --gtest_filter='TrainCudaBench.*' 2>&1 | grep -E '^\{|FAILED|Failure' | tee -a "$WORK/heal_throughput.jsonl"
     PYTHONUNBUFFERED=1 python3 bench/heal_torch_peer.py --pairs "$pairs" --batch "$BATCH" --seq-len "$SEQ_LEN" \
-      --json "$OUT/heal_throughput.jsonl" 2>&1 | tail -n 2 || echo "torch peer failed"
+      --json "$WORK/heal_throughput.jsonl" 2>&1 | tail -n 2 || echo "torch peer failed"
   done
 }
 
@@ -94,8 +95,8 @@ run_eval() {  # name, then model options
   shift
   echo "== eval $name $*"
   "$BIN/duet" eval --device cuda --task all --data-dir "$DATA" --limit "$EVAL_LIMIT" --batch 64 "$@" \
-    > "$OUT/eval_$name.jsonl" 2> "$OUT/eval_$name.log" && grep '^{' "$OUT/eval_$name.jsonl" | tail -n 1
-  "$BIN/duet" ppl --device cuda -f "$DATA/wikitext2/valid.txt" "$@" 2> "$OUT/ppl_$name.log" | tail -n 2
+    > "$WORK/eval_$name.jsonl" 2> "$WORK/eval_$name.log" && grep '^{' "$WORK/eval_$name.jsonl" | tail -n 1
+  "$BIN/duet" ppl --device cuda -f "$DATA/wikitext2/valid.txt" "$@" 2> "$WORK/ppl_$name.log" | tail -n 2
 }
 
 case $mode in
@@ -114,6 +115,16 @@ case $mode in
     head -c 42000000 "$model" > .gpuxfer/p1/gguf.aa
     tail -c +42000001 "$model" > .gpuxfer/p2/gguf.ab
     echo "$(sha256sum < "$model" | cut -d' ' -f1)  $MODEL" > .gpuxfer/p2/gguf.sha256
+    # The six tasks' dev sets, first EVAL_LIMIT items (0: all; the full sets need a third call: ~10 MB),
+    # and WikiText-2's validation text, beside the GGUF's second part.
+    src=${DUET_DATA_SRC:-../shared/data}
+    [[ -d $src ]] || src=/work/shared/data
+    for task in hellaswag piqa arc_easy arc_challenge winogrande lambada_openai; do
+      mkdir -p ".gpuxfer/p2/data/$task"
+      if [[ $EVAL_LIMIT == 0 ]]; then cp "$src/$task/dev.jsonl" ".gpuxfer/p2/data/$task/"
+      else head -n "$EVAL_LIMIT" "$src/$task/dev.jsonl" > ".gpuxfer/p2/data/$task/dev.jsonl"; fi
+    done
+    mkdir -p .gpuxfer/p2/data/wikitext2 && cp "$src/wikitext2/valid.txt" .gpuxfer/p2/data/wikitext2/
     du -sb .gpuxfer/*
     ;;
   call1)
@@ -122,18 +133,18 @@ case $mode in
       tar -xJf .gpuxfer/bin/gpubin.tar.xz && rm -rf "$BIN" && cp -r .gpubin "$BIN" || exit 9
     gpu_env
     echo "== duet_cuda_tests: training"
-    DUET_SOURCE_DIR=$PWD "$BIN/duet_cuda_tests" --gtest_filter='TrainCuda*' 2>&1 | tee "$OUT/train_cuda_tests.log" |
+    DUET_SOURCE_DIR=$PWD "$BIN/duet_cuda_tests" --gtest_filter='TrainCuda*' 2>&1 | tee "$WORK/train_cuda_tests.log" |
       grep -E "^\[ +(OK|PASSED|FAILED) |Failure|Expected|Which is|vs|rel_err" | head -n 60
     echo "== duet heal --device cuda on the tiny fixture (CLI end to end: GPU data, local + global)"
     "$BIN/duet" heal -m tests/fixtures/tiny_arch/llama.gguf --lp-pairs 0 --device cuda --stage local,global \
-      --tokens 2048 --seq-len 32 --batch 8 --lr 1e-2 --log "$OUT/heal_tiny.jsonl" -o "$OUT/tiny.gguf" 2>&1 |
+      --tokens 2048 --seq-len 32 --batch 8 --lr 1e-2 --log "$WORK/heal_tiny.jsonl" -o "$WORK/tiny.gguf" 2>&1 |
       tr '\r' '\n' | grep -v '^ *$' | tail -n 6
     local_peer
+    tar -czf "$OUT/heal_logs_call1.tgz" -C "$WORK" --exclude='*.gguf' --exclude='*.ckpt' . 2>/dev/null
     ;;
   call2)
     cp .gpuxfer/p2/gguf.ab /tmp/m/ && cat /tmp/m/gguf.aa /tmp/m/gguf.ab > "$MODEL" &&
       sha256sum -c .gpuxfer/p2/gguf.sha256 || exit 9
-    [[ -d $DATA ]] || cp -r data "$DATA" 2>/dev/null || true
     gpu_env
     for plan in $PLANS; do heal_plan "$plan"; done
     [[ ${PEER:-1} == 1 ]] && local_peer  # PEER=0 when call 1 already timed the pair on this machine
@@ -142,10 +153,10 @@ case $mode in
       for plan in $PLANS; do
         name=$(basename "$plan" .txt)
         run_eval "$name" -m "$MODEL" --lp-plan "$plan"
-        [[ -f $OUT/healed_$name.gguf ]] && run_eval "healed_$name" -m "$OUT/healed_$name.gguf"
+        [[ -f $WORK/healed_$name.gguf ]] && run_eval "healed_$name" -m "$WORK/healed_$name.gguf"
       done
     fi
-    tar -czf "$OUT/heal_logs.tgz" -C "$OUT" $(cd "$OUT" && ls *.jsonl *.err *.log 2>/dev/null) 2>/dev/null
+    tar -czf "$OUT/heal_logs.tgz" -C "$WORK" --exclude='*.gguf' --exclude='*.ckpt' . 2>/dev/null
     ;;
   *)
     sed -n 2,22p "$0"
