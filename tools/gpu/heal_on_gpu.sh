@@ -8,9 +8,10 @@
 #   call 1:  carry [".gpuxfer/bin", ".gpuxfer/p1"]:   tools/gpu/heal_on_gpu.sh call1
 #            (unpacks to /tmp/gpubin and /tmp/m; runs duet_cuda_tests' training tests, the tiny fixture's
 #            heal through the CLI, and the throughput pair: duet's stages and bench/heal_torch_peer.py)
-#   call 2:  carry [".gpuxfer/p2"], at once (warm):   tools/gpu/heal_on_gpu.sh call2
-#            (rejoins the GGUF; heals plans/smollm2_135m_searched_{4,8}.txt, local then global; the
-#            throughput pair again; with EVAL=1 evaluates baseline / LP / healed)
+#   call 2:  carry [".gpuxfer/p2"], at once (the machine is released ~30 s after call 1):
+#            PEER=0 EVAL=1 tools/gpu/heal_on_gpu.sh call2
+#            (rejoins the GGUF; heals plans/smollm2_135m_searched_{4,8}.txt, local then global; PEER=1
+#            times the throughput pair again; EVAL=1 evaluates baseline / LP / healed)
 #
 # Per plan and stage it reports tokens/s and wall time (from the heal JSON log), the data generation
 # time, KL to the original on held-out generated text before/after, and, when EVAL=1, `duet eval
