@@ -36,7 +36,7 @@ Result<HealResult> heal_cuda(const ModelWeights& original, ModelWeights& lp, con
                              const HealOptions& options, const CudaHealOptions& cuda_options);
 
 // sample_documents: for each prompt, the prompt followed by the model's sampled continuation (temperature,
-// no top-k/top-p cut; document d sampled with seed + d), up to doc_len tokens or the first end-of-generation
+// no top-k/top-p cut, inverse CDF; document d drawn from mt19937_64(seed + d)), up to doc_len tokens or the first end-of-generation
 // token (not kept). `batch` documents decode together through CudaModel (bf16). on_document(d) after each.
 Result<std::vector<std::vector<int32_t>>> sample_documents(const ModelWeights& original,
                                                            const std::vector<std::vector<int32_t>>& prompts,
