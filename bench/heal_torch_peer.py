@@ -14,6 +14,7 @@ Usage: python3 bench/heal_torch_peer.py --pairs 4,6,17,25 --batch 8 --seq-len 25
 import argparse
 import json
 import math
+import time
 
 import torch
 import torch.nn.functional as F
@@ -66,11 +67,12 @@ def main():
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a quick check of the script)")
     ap.add_argument("--json")
     a = ap.parse_args()
     L, D, H, Hkv, Fd, V, theta = SHAPES[a.shape]
     Dh = D // H
-    dev = "cuda"
+    dev = a.device
     torch.manual_seed(0)
     pairs = [int(p) for p in a.pairs.split(",")]
     with torch.no_grad():
@@ -78,7 +80,7 @@ def main():
         embd = torch.randn(V, D, device=dev, dtype=torch.bfloat16)
     wide = [Layer(D, 2 * H, 2 * Hkv, 2 * Fd, Dh, torch.float32, dev) for _ in pairs]
     params = [p for w in wide for p in w.parameters()]
-    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.0, fused=True)
+    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.0, fused=dev == "cuda")
     cos, sin = rope_tables(a.seq_len, Dh, theta, dev)
     last = max(pairs) + 2
 
@@ -92,7 +94,7 @@ def main():
                 if l < last:
                     x = frozen[l](x, cos, sin)
         for p, w in zip(pairs, wide):
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+            with torch.autocast(dev, dtype=torch.bfloat16):
                 out = w(states[p], cos, sin)
             t = states[p + 2].float()
             loss = (((out.float() - t) ** 2).sum((1, 2)) / (t ** 2).sum((1, 2))).mean() / len(pairs)
@@ -103,17 +105,23 @@ def main():
 
     for _ in range(a.warmup):
         step()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(a.steps):
-        step()
-    end.record()
-    torch.cuda.synchronize()
-    ms = start.elapsed_time(end) / a.steps
+    if dev == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        for _ in range(a.steps):
+            step()
+        end.record()
+        torch.cuda.synchronize()
+        ms = start.elapsed_time(end) / a.steps
+    else:
+        t0 = time.perf_counter()
+        for _ in range(a.steps):
+            step()
+        ms = (time.perf_counter() - t0) * 1e3 / a.steps
     tps = a.batch * a.seq_len / (ms / 1e3)
     row = {"peer": "torch", "stage": "local", "shape": a.shape, "pairs": a.pairs, "batch": a.batch,
-           "seq_len": a.seq_len, "ms_per_step": ms, "tokens_per_s": tps, "device": torch.cuda.get_device_name(),
+           "seq_len": a.seq_len, "ms_per_step": ms, "tokens_per_s": tps, "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
            "torch": torch.__version__}
     print(json.dumps(row))
     if a.json:
