@@ -1,6 +1,7 @@
 // duet heal: trains only the LP wide layers of a model to win back the
 // accuracy LP costs (src/train/heal.h), then writes the healed model as a deci
 // GGUF through duet export's writer (model/gguf_export.h): duet and llama.cpp load it.
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -10,6 +11,9 @@
 #include "cli/common.h"
 #include "model/gguf_export.h"
 #include "train/heal.h"
+#ifdef DUET_HAVE_CUDA
+#include "train/cuda/heal_cuda.h"
+#endif
 
 namespace duet::cli {
 namespace {
@@ -34,7 +38,11 @@ struct HealCliOptions {
   bool resume = false;
   int64_t max_steps = 0;
   std::string log;
+  int micro_batch = 8;
 };
+
+// Documents the original model writes at once on the GPU (decode batch of the data generation).
+constexpr int kCudaGenerationBatch = 64;
 
 std::string format_duration(double seconds) {
   const int64_t s = static_cast<int64_t>(seconds + 0.5);
@@ -45,12 +53,18 @@ std::string format_duration(double seconds) {
 std::string run_identity(const HealCliOptions& o, const LpPlan& plan) {
   return nlohmann::json{{"model", o.model.model}, {"plan", plan.describe()}, {"stages", o.stages},
                         {"tokens", o.tokens},      {"seq_len", o.seq_len},   {"batch", o.batch},
-                        {"seed", o.seed},          {"data", o.data},         {"heldout", o.heldout}}
+                        {"seed", o.seed},          {"data", o.data},         {"heldout", o.heldout},
+                        {"device", o.model.device}}
       .dump();
 }
 
 void run(const HealCliOptions& o) {
-  if (o.model.device == "cuda") fail("duet heal --device cuda is not built yet; use --device cpu");
+  const bool cuda = o.model.device == "cuda";
+#ifdef DUET_HAVE_CUDA
+  if (cuda) check_or_fail(train::cuda_device_available());
+#else
+  if (cuda) fail("duet heal --device cuda: this build has no CUDA backend (built without nvcc); use --device cpu");
+#endif
   const std::vector<train::Stage> stages = value_or_fail(train::parse_stages(o.stages));
   const ExportType type = value_or_fail(parse_export_type(o.export_type));
   const LpPlan plan = value_or_fail(o.model.plan());
@@ -107,8 +121,18 @@ void run(const HealCliOptions& o) {
                  static_cast<long long>(total));
     if (done == total) std::fprintf(stderr, "\n");
   };
-  const train::TrainData data = value_or_fail(train::build_train_data(original.weights, original.tokenizer, data_options));
-  log_line({{"event", "data"}, {"train_sequences", data.train.size()}, {"heldout_sequences", data.heldout.size()},
+  const auto data_start = std::chrono::steady_clock::now();
+  auto build_data = [&]() -> Result<train::TrainData> {
+#ifdef DUET_HAVE_CUDA
+    if (cuda) {
+      return train::build_train_data_cuda(original.weights, original.tokenizer, data_options, kCudaGenerationBatch);
+    }
+#endif
+    return train::build_train_data(original.weights, original.tokenizer, data_options);
+  };
+  const train::TrainData data = value_or_fail(build_data());
+  const double data_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - data_start).count();
+  log_line({{"event", "data"}, {"device", o.model.device}, {"seconds", data_seconds}, {"train_sequences", data.train.size()}, {"heldout_sequences", data.heldout.size()},
             {"seq_len", o.seq_len}, {"file_tokens", data.file_tokens}, {"generated_tokens", data.generated_tokens},
             {"files", o.data}});
 
@@ -120,7 +144,13 @@ void run(const HealCliOptions& o) {
     log_line({{"event", "step"}, {"stage", train::stage_name(r.stage)}, {"step", r.step}, {"steps", r.steps},
               {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"tokens_per_s", r.tokens_per_second}});
   };
-  const train::HealResult result = value_or_fail(train::heal(original.weights, lp.weights, data, h));
+  auto run_heal = [&]() -> Result<train::HealResult> {
+#ifdef DUET_HAVE_CUDA
+    if (cuda) return train::heal_cuda(original.weights, lp.weights, data, h, {o.micro_batch});
+#endif
+    return train::heal(original.weights, lp.weights, data, h);
+  };
+  const train::HealResult result = value_or_fail(run_heal());
   if (!result.finished) {
     std::fprintf(stderr, "\nheal: stopped after --max-steps %lld; checkpoint %s; rerun with --resume to continue\n",
                  static_cast<long long>(o.max_steps), h.checkpoint_path.c_str());
@@ -173,6 +203,8 @@ void add_heal_command(CLI::App& app) {
   cmd->add_flag("--resume", o->resume, "continue from the checkpoint at the step it saved");
   cmd->add_option("--max-steps", o->max_steps, "stop after this many steps (with a checkpoint); 0 = run to the end")->check(CLI::NonNegativeNumber);
   cmd->add_option("--log", o->log, "JSON-lines log (data, every step, the result)");
+  cmd->add_option("--micro-batch", o->micro_batch, "--device cuda: sequences per forward/backward on the GPU (of --batch)")
+      ->capture_default_str()->check(CLI::Range(1, 1 << 16));
   cmd->callback([o] { run(*o); });
 }
 

@@ -4,6 +4,7 @@
 
 #include "io/text_file.h"
 #include "runtime/generate.h"
+#include "tokenizer/tokenizer.h"
 
 namespace duet::train {
 namespace {

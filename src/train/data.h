@@ -12,7 +12,10 @@
 
 #include "core/result.h"
 #include "model/weights.h"
-#include "tokenizer/tokenizer.h"
+
+namespace duet {
+class Tokenizer;  // tokenizer/tokenizer.h (C++20) stays out of this header, which the CUDA (C++17) healer includes
+}  // namespace duet
 
 namespace duet::train {
 

@@ -20,5 +20,7 @@ for name in "${binaries[@]}"; do
     grep -v -E 'libcuda|libcublas|libcudart|libnccl|libc\.so|libm\.so|libpthread|libdl|librt|ld-linux|libstdc|libgcc' |
     xargs -r -I{} cp -Lu {} .gpubin/lib/
 done
-grep -qx '/.gpubin/' .git/info/exclude 2>/dev/null || echo '/.gpubin/' >> .git/info/exclude
+exclude=$(git rev-parse --git-path info/exclude)  # a worktree's .git is a file
+mkdir -p "$(dirname "$exclude")"
+grep -qx '/.gpubin/' "$exclude" 2>/dev/null || echo '/.gpubin/' >> "$exclude"
 du -sh .gpubin

@@ -1,0 +1,166 @@
+#!/bin/bash
+# Healing SmolLM2-135M on the GPU machine (`duet heal --device cuda`), in two device calls, from the
+# repository root. The GPU image has CUDA and PyTorch but not OpenBLAS, PCRE2, CLI11 or gtest, so the
+# Release CUDA build happens here and travels as binaries (docs/cuda.md, "Running on the GPU machine"):
+#
+#   here:    tools/gpu/heal_on_gpu.sh stage           # Release + CUDA build (BUILD, default build-cuda),
+#                                                       # binaries + the GGUF in 2 parts under .gpuxfer/
+#   call 1:  carry [".gpuxfer/bin", ".gpuxfer/p1"]:   tools/gpu/heal_on_gpu.sh call1
+#            (unpacks to /tmp/gpubin and /tmp/m; runs duet_cuda_tests' training tests, the tiny fixture's
+#            heal through the CLI, and the throughput pair: duet's stages and bench/heal_torch_peer.py)
+#   call 2:  carry [".gpuxfer/p2"], at once (the machine is released ~30 s after call 1):
+#            PEER=0 EVAL=1 tools/gpu/heal_on_gpu.sh call2
+#            (rejoins the GGUF; heals plans/smollm2_135m_searched_{4,8}.txt, local then global; PEER=1
+#            times the throughput pair again; EVAL=1 evaluates baseline / LP / healed)
+#
+# Per plan and stage it reports tokens/s and wall time (from the heal JSON log), the data generation
+# time, KL to the original on held-out generated text before/after, and, when EVAL=1, `duet eval
+# --device cuda` on the six tasks' dev sets (EVAL_LIMIT items each; 0 = all) and `duet ppl` on
+# WikiText-2 for baseline, LP and the healed model (the deci GGUF `duet heal` writes).
+# Knobs: TOKENS (per stage, default 524288), SEQ_LEN (256), BATCH (8), LR (1e-4), EVAL (0), EVAL_LIMIT (500).
+set -u -o pipefail
+mode=${1:-}
+BIN=${DUET_GPU_BIN:-/tmp/gpubin}
+MODEL=${DUET_MODEL:-/tmp/m/SmolLM2-135M-Instruct.Q4_1.gguf}
+DATA=${DUET_DATA:-.gpuxfer/p2/data}  # the dev sets (trimmed to EVAL_LIMIT items) and WikiText-2, staged
+OUT=${OUT:-/tmp/duet_heal_gpu}      # what comes back: the summary lines and heal_logs.tgz
+WORK=${WORK:-/tmp/duet_heal_work}   # logs and healed models (the tool returns at most 8 files)
+TOKENS=${TOKENS:-524288}
+SEQ_LEN=${SEQ_LEN:-256}
+BATCH=${BATCH:-8}
+LR=${LR:-1e-4}
+EVAL=${EVAL:-0}
+EVAL_LIMIT=${EVAL_LIMIT:-500}
+PLANS=${PLANS:-"plans/smollm2_135m_searched_4.txt plans/smollm2_135m_searched_8.txt"}
+
+gpu_env() {
+  mkdir -p "$OUT" "$WORK"
+  local cublas_dir
+  cublas_dir=$(find /usr/local /opt /usr/lib -name 'libcublas.so.13*' -printf '%h\n' 2>/dev/null | head -n 1)
+  export LD_LIBRARY_PATH="$BIN/lib:/usr/local/cuda/lib64:${cublas_dir}:${LD_LIBRARY_PATH:-}"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+}
+
+# One plan's healing: prints the per-stage tokens/s and wall time from the JSON log.
+heal_plan() {
+  local plan=$1 name
+  name=$(basename "$plan" .txt)
+  echo "== duet heal $name (local,global; $TOKENS tokens per stage, seq-len $SEQ_LEN, batch $BATCH)"
+  local start end
+  start=$(date +%s.%N)
+  "$BIN/duet" heal -m "$MODEL" --device cuda --lp-plan "$plan" --stage local,global --tokens "$TOKENS" \
+    --seq-len "$SEQ_LEN" --batch "$BATCH" --lr "$LR" --heldout 16 --log "$WORK/heal_$name.jsonl" \
+    -o "$WORK/healed_$name.gguf" > "$WORK/heal_$name.out" 2> "$WORK/heal_$name.err"
+  echo "exit $?"
+  end=$(date +%s.%N)
+  tail -c 600 "$WORK/heal_$name.err" | tr '\r' '\n' | grep -v '^ *$' | tail -n 4
+  python3 - "$WORK/heal_$name.jsonl" "$name" "$(python3 -c "print($end - $start)")" "$BATCH" "$SEQ_LEN" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+name, total = sys.argv[2], float(sys.argv[3])
+data = next(r for r in rows if r["event"] == "data")
+print(f"{name}: data {data['generated_tokens']} generated tokens in {data['seconds']:.1f} s "
+      f"({data['generated_tokens'] / data['seconds']:.0f} tok/s)")
+for stage in ("local", "global", "lm"):
+    steps = [r for r in rows if r["event"] == "step" and r["stage"] == stage]
+    if not steps:
+        continue
+    last = steps[-1]
+    # tokens_per_s is the stage's running mean (tokens so far / seconds so far): its wall time follows.
+    tokens = len(steps) * int(sys.argv[4]) * int(sys.argv[5])
+    print(json.dumps({"plan": name, "stage": stage, "steps": last["steps"], "tokens": tokens,
+                      "loss_first": steps[0]["loss"], "loss_last": last["loss"],
+                      "tokens_per_s": round(last["tokens_per_s"]), "wall_s": round(tokens / last["tokens_per_s"], 2)}))
+done = [r for r in rows if r["event"] == "done"]
+if done:
+    print(json.dumps({"plan": name, "kl_before": done[0]["kl_before"], "kl_after": done[0]["kl_after"],
+                      "tokens_trained": done[0]["tokens_trained"], "run_wall_s": total}))
+PY
+}
+
+# duet's local and global stages on random weights of the smollm2-135m shape, then the PyTorch peer's
+# local stage on the same shapes, in this call: tokens/s of each (the ratio is the issue's target).
+local_peer() {
+  for plan in $PLANS; do
+    pairs=$(grep -v '^#' "$plan" | tr -d ' \n')
+    echo "== local/global stage throughput, smollm2-135m shape, pairs $pairs: duet, then PyTorch"
+    DUET_HEAL_PAIRS=$pairs "$BIN/duet_cuda_tests" --gtest_also_run_disabled_tests \
+      --gtest_filter='TrainCudaBench.*' 2>&1 | grep -E '^\{|FAILED|Failure' | tee -a "$WORK/heal_throughput.jsonl"
+    PYTHONUNBUFFERED=1 python3 bench/heal_torch_peer.py --pairs "$pairs" --batch "$BATCH" --seq-len "$SEQ_LEN" \
+      --json "$WORK/heal_throughput.jsonl" 2>&1 | tail -n 2 || echo "torch peer failed"
+  done
+}
+
+run_eval() {  # name, then model options
+  local name=$1
+  shift
+  echo "== eval $name $*"
+  "$BIN/duet" eval --device cuda --task all --data-dir "$DATA" --limit "$EVAL_LIMIT" --batch 64 "$@" \
+    > "$WORK/eval_$name.jsonl" 2> "$WORK/eval_$name.log" && grep '^{' "$WORK/eval_$name.jsonl" | tail -n 1
+  "$BIN/duet" ppl --device cuda -f "$DATA/wikitext2/valid.txt" "$@" 2> "$WORK/ppl_$name.log" | tail -n 2
+}
+
+case $mode in
+  stage)  # here; BUILD (default build-cuda) is any Release build with CUDA on
+    build=${BUILD:-build-cuda}
+    model=models/SmolLM2-135M-Instruct.Q4_1.gguf
+    [[ -f $build/CMakeCache.txt ]] || cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDUET_CUDA=ON \
+      -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache > /dev/null || exit 1
+    cmake --build "$build" -j"$(nproc)" --target duet duet_cuda_tests || exit 1
+    tools/gpu/pack_binaries.sh "$build" duet duet_cuda_tests || exit 1
+    # As tools/gpu/stage_transfer.sh, without duet_bench: the bundle and the GGUF's first part in call 1.
+    exclude=$(git rev-parse --git-path info/exclude)
+    grep -qx '/.gpuxfer/' "$exclude" 2>/dev/null || echo '/.gpuxfer/' >> "$exclude"
+    rm -rf .gpuxfer && mkdir -p .gpuxfer/bin .gpuxfer/p1 .gpuxfer/p2
+    tar -cJf .gpuxfer/bin/gpubin.tar.xz .gpubin
+    head -c 42000000 "$model" > .gpuxfer/p1/gguf.aa
+    tail -c +42000001 "$model" > .gpuxfer/p2/gguf.ab
+    echo "$(sha256sum < "$model" | cut -d' ' -f1)  $MODEL" > .gpuxfer/p2/gguf.sha256
+    # The six tasks' dev sets, first EVAL_LIMIT items (0: all; the full sets need a third call: ~10 MB),
+    # and WikiText-2's validation text, beside the GGUF's second part.
+    src=${DUET_DATA_SRC:-../shared/data}
+    [[ -d $src ]] || src=/work/shared/data
+    for task in hellaswag piqa arc_easy arc_challenge winogrande lambada_openai; do
+      mkdir -p ".gpuxfer/p2/data/$task"
+      if [[ $EVAL_LIMIT == 0 ]]; then cp "$src/$task/dev.jsonl" ".gpuxfer/p2/data/$task/"
+      else head -n "$EVAL_LIMIT" "$src/$task/dev.jsonl" > ".gpuxfer/p2/data/$task/dev.jsonl"; fi
+    done
+    mkdir -p .gpuxfer/p2/data/wikitext2 && cp "$src/wikitext2/valid.txt" .gpuxfer/p2/data/wikitext2/
+    du -sb .gpuxfer/*
+    ;;
+  call1)
+    # Without .gpuxfer/p1 (one call only: no real model) the tests and the throughput pair still run.
+    mkdir -p /tmp/m && { [[ ! -d .gpuxfer/p1 ]] || cp .gpuxfer/p1/gguf.aa /tmp/m/; } &&
+      tar -xJf .gpuxfer/bin/gpubin.tar.xz && rm -rf "$BIN" && cp -r .gpubin "$BIN" || exit 9
+    gpu_env
+    echo "== duet_cuda_tests: training"
+    DUET_SOURCE_DIR=$PWD "$BIN/duet_cuda_tests" --gtest_filter='TrainCuda*' 2>&1 | tee "$WORK/train_cuda_tests.log" |
+      grep -E "^\[ +(OK|PASSED|FAILED) |Failure|Expected|Which is|vs|rel_err" | head -n 60
+    echo "== duet heal --device cuda on the tiny fixture (CLI end to end: GPU data, local + global)"
+    "$BIN/duet" heal -m tests/fixtures/tiny_arch/llama.gguf --lp-pairs 0 --device cuda --stage local,global \
+      --tokens 2048 --seq-len 32 --batch 8 --lr 1e-2 --log "$WORK/heal_tiny.jsonl" -o "$WORK/tiny.gguf" 2>&1 |
+      tr '\r' '\n' | grep -v '^ *$' | tail -n 6
+    local_peer
+    tar -czf "$OUT/heal_logs_call1.tgz" -C "$WORK" --exclude='*.gguf' --exclude='*.ckpt' . 2>/dev/null
+    ;;
+  call2)
+    cp .gpuxfer/p2/gguf.ab /tmp/m/ && cat /tmp/m/gguf.aa /tmp/m/gguf.ab > "$MODEL" &&
+      sha256sum -c .gpuxfer/p2/gguf.sha256 || exit 9
+    gpu_env
+    for plan in $PLANS; do heal_plan "$plan"; done
+    [[ ${PEER:-1} == 1 ]] && local_peer  # PEER=0 when call 1 already timed the pair on this machine
+    if [[ $EVAL == 1 ]]; then
+      run_eval baseline -m "$MODEL"
+      for plan in $PLANS; do
+        name=$(basename "$plan" .txt)
+        run_eval "$name" -m "$MODEL" --lp-plan "$plan"
+        [[ -f $WORK/healed_$name.gguf ]] && run_eval "healed_$name" -m "$WORK/healed_$name.gguf"
+      done
+    fi
+    tar -czf "$OUT/heal_logs.tgz" -C "$WORK" --exclude='*.gguf' --exclude='*.ckpt' . 2>/dev/null
+    ;;
+  *)
+    sed -n 2,22p "$0"
+    exit 2
+    ;;
+esac
