@@ -104,7 +104,7 @@ void add_serve_command(CLI::App& app) {
       ->check(CLI::Range(0, 65535));
   cmd->add_option("--slots", options->slots, "sequences decoded together (default: 8 on cpu, 64 on cuda)")
       ->check(CLI::Range(1, 1024));
-  cmd->add_option("--queue", options->queue, "requests that may wait for a slot; more get HTTP 429")
+  cmd->add_option("--queue", options->queue, "requests that may wait beyond the free slots; more get HTTP 429")
       ->capture_default_str()
       ->check(CLI::Range(0, 1 << 16));
   cmd->add_option("--prefill-chunk", options->prefill_chunk, "prompt tokens run per engine step")

@@ -41,6 +41,17 @@ TEST(Sampler, TopPKeepsSmallestSetReachingMass) {
   for (int i = 0; i < 200; ++i) EXPECT_EQ(s.sample(logits.data(), 3), 0);
 }
 
+TEST(Sampler, NoTruncationDrawsFromTheWholeSoftmax) {
+  // softmax({0, 1, 2} / 0.5) = (0.016, 0.117, 0.867); 4000 draws: 3 sigma ~ 0.016.
+  const std::vector<float> logits = {0, 1, 2};
+  Sampler s({0.5f, 0, 1.0f, 3});
+  std::map<int32_t, int> counts;
+  for (int i = 0; i < 4000; ++i) ++counts[s.sample(logits.data(), 3)];
+  EXPECT_NEAR(counts[2] / 4000.0, 0.867, 0.02);
+  EXPECT_NEAR(counts[1] / 4000.0, 0.117, 0.016);
+  EXPECT_GT(counts[0], 0);
+}
+
 // A decoder whose next-token distribution is fixed: logits are log(p).
 class FixedDistributionDecoder final : public Decoder {
  public:

@@ -11,8 +11,24 @@ int32_t argmax(const float* logits, int n) {
   return static_cast<int32_t>(std::max_element(logits, logits + n) - logits);
 }
 
+// No truncation (the server's default): one pass over the softmax, no sort of the
+// vocabulary (a sort per token per request was most of a batched GPU step).
+int32_t Sampler::sample_full(const float* logits, int vocab_size) {
+  const float top = *std::max_element(logits, logits + vocab_size);
+  double sum = 0;
+  for (int i = 0; i < vocab_size; ++i) sum += std::exp((logits[i] - top) / params_.temperature);
+  const double target = std::uniform_real_distribution<double>(0.0, sum)(rng_);
+  double mass = 0;
+  for (int i = 0; i < vocab_size; ++i) {
+    mass += std::exp((logits[i] - top) / params_.temperature);
+    if (mass > target) return i;
+  }
+  return argmax(logits, vocab_size);  // rounding left the target past the last token
+}
+
 int32_t Sampler::sample(const float* logits, int vocab_size) {
   if (params_.temperature <= 0.0f) return argmax(logits, vocab_size);
+  if ((params_.top_k <= 0 || params_.top_k >= vocab_size) && params_.top_p >= 1.0f) return sample_full(logits, vocab_size);
 
   std::vector<int32_t> ids(vocab_size);
   std::iota(ids.begin(), ids.end(), 0);

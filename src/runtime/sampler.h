@@ -22,6 +22,8 @@ class Sampler {
   int32_t sample(const float* logits, int vocab_size);
 
  private:
+  int32_t sample_full(const float* logits, int vocab_size);
+
   SamplingParams params_;
   std::mt19937_64 rng_;
 };

@@ -86,8 +86,9 @@ Result<std::shared_ptr<RequestHandle>> Engine::submit(GenerationRequest request)
   handle->queued_at_ = Clock::now();
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    // Requests beyond the free slots wait; the loop admits at most slots_ of them at once.
-    if (static_cast<int>(queue_.size()) >= options_.max_waiting) {
+    // Up to max_waiting requests may wait beyond the slots that are free (the loop admits those next).
+    const int64_t free_slots = slots_ - metrics_.kv_slots_used.load();
+    if (static_cast<int64_t>(queue_.size()) >= options_.max_waiting + free_slots) {
       metrics_.requests_rejected_total++;
       return make_error("the server is busy: ", queue_.size(), " requests are waiting for one of ", slots_,
                         " slots; retry later");

@@ -81,7 +81,7 @@ class RequestHandle {
 };
 
 struct EngineOptions {
-  int max_waiting = 64;     // queued requests beyond the slots; more are refused
+  int max_waiting = 64;     // requests that may wait beyond the free slots; more are refused
   int prefill_chunk = 512;  // prompt tokens per engine step
 };
 

@@ -49,6 +49,14 @@ std::string new_id(const char* prefix) {
   return buf;
 }
 
+// What a generation request is served with.
+struct GenerationContext {
+  Engine& engine;
+  const Tokenizer& tokenizer;
+  const std::string& model_id;
+  const std::string& model_path;
+};
+
 // One choice of a request in flight: its engine handle and what it has produced.
 struct ChoiceState {
   int index = 0;
@@ -149,6 +157,200 @@ Usage usage_of(const std::vector<std::unique_ptr<ChoiceState>>& choices, int n) 
     u.completion_tokens += choices[i]->completion_tokens;
   }
   return u;
+}
+
+// The prompts of a request as token ids, with the text echo repeats and each one's max_tokens.
+struct Prompts {
+  std::vector<std::vector<int32_t>> tokens;
+  std::vector<std::string> texts;
+  std::vector<int> max_tokens;
+};
+
+// Tokenizes (completions: as given; chat: through the chat template) and checks every prompt against the context.
+Result<Prompts> prepare_prompts(const CompletionSpec& spec, const Tokenizer& tok, bool chat, int capacity) {
+  Prompts out;
+  if (chat) {
+    DUET_ASSIGN_OR_RETURN(std::string text, tok.apply_chat_template(spec.messages, true));
+    out.tokens.push_back(tok.encode(text, tok.add_bos_default(), true));
+    out.texts.push_back(std::move(text));
+  } else {
+    for (const PromptSpec& p : spec.prompts) {
+      if (p.is_tokens) {
+        for (int32_t t : p.tokens) {
+          if (t >= tok.vocab_size()) {
+            return make_error("prompt token id ", t, " is outside the vocabulary [0, ", tok.vocab_size(), ")");
+          }
+        }
+        out.tokens.push_back(p.tokens);
+        out.texts.push_back(spec.echo ? tok.decode(p.tokens) : "");
+      } else {
+        out.tokens.push_back(tok.encode(p.text, tok.add_bos_default(), true));
+        out.texts.push_back(p.text);
+      }
+    }
+  }
+  for (const auto& p : out.tokens) {
+    const int n = static_cast<int>(p.size());
+    if (n == 0) return make_error("the prompt is empty (no tokens to condition on)");
+    // Completions default to 16 tokens (as OpenAI's); chat to the rest of the context.
+    const int max_tokens = spec.max_tokens.value_or(chat ? capacity - n : 16);
+    if (max_tokens == 0 && !spec.echo) return make_error("'max_tokens' must be at least 1");
+    if (static_cast<int64_t>(n) + max_tokens > capacity || n >= capacity) {
+      return make_error("this model's maximum context length is ", capacity, " tokens; the request needs ",
+                        static_cast<int64_t>(n) + std::max(max_tokens, 0), " (", n, " in the prompt, ", max_tokens,
+                        " for the completion); shorten the prompt or lower 'max_tokens'");
+    }
+    out.max_tokens.push_back(max_tokens);
+  }
+  return out;
+}
+
+// Submits n choices per prompt, each its own engine request. Error (queue full): nothing stays submitted.
+Result<std::vector<std::unique_ptr<ChoiceState>>> submit_choices(Engine& engine, const CompletionSpec& spec,
+                                                                 const Prompts& prompts) {
+  std::vector<std::unique_ptr<ChoiceState>> choices;
+  const uint64_t base_seed = spec.seed.value_or(std::random_device{}());
+  for (size_t p = 0; p < prompts.tokens.size(); ++p) {
+    for (int k = 0; k < spec.n; ++k) {
+      GenerationRequest g;
+      g.prompt = prompts.tokens[p];
+      g.max_tokens = prompts.max_tokens[p];
+      g.sampling.temperature = spec.temperature;
+      g.sampling.top_k = spec.top_k;
+      g.sampling.top_p = spec.top_p;
+      g.sampling.seed = base_seed + choices.size();
+      g.top_logprobs = spec.logprobs;
+      g.echo_logprobs = spec.echo && spec.logprobs >= 0;
+      g.stop_at_end_of_generation = !spec.ignore_eos;
+      auto c = std::make_unique<ChoiceState>(spec.stop);
+      c->index = static_cast<int>(choices.size());
+      c->prompt = prompts.tokens[p];
+      c->prompt_text = spec.echo ? prompts.texts[p] : "";
+      Result<std::shared_ptr<RequestHandle>> handle = engine.submit(std::move(g));
+      if (!handle.ok()) {
+        cancel_all(choices);
+        return handle.error();
+      }
+      c->handle = std::move(handle).value();
+      choices.push_back(std::move(c));
+    }
+  }
+  return Result<std::vector<std::unique_ptr<ChoiceState>>>(std::move(choices));
+}
+
+// Waits for every choice and answers with one JSON body (nothing when the client left).
+void respond_whole(GenerationContext& ctx, std::vector<std::unique_ptr<ChoiceState>>& choices,
+                   const CompletionSpec& spec, const ResponseHeader& header, bool chat, const ConnectionProbe& probe,
+                   httplib::Response& res) {
+  const bool logprobs = spec.logprobs >= 0;
+  std::vector<Progress> progress;
+  while (!all_finished(choices)) {
+    pump(choices, ctx.tokenizer, logprobs, progress);
+    for (size_t i = 0; i < choices.size(); ++i) {
+      for (LogprobToken& t : progress[i].logprobs) choices[i]->logprobs.push_back(std::move(t));
+    }
+    if (probe.closed()) return cancel_all(choices);  // nobody to answer
+  }
+  std::vector<Choice> out;
+  for (const auto& c : choices) {
+    if (!c->error.empty()) return send_error(res, 500, c->error, &ctx.engine);
+    Choice choice;
+    choice.index = c->index;
+    choice.text = c->prompt_text + c->text.text();
+    if (logprobs) choice.logprobs = std::move(c->logprobs);
+    choice.finish_reason = c->finish_reason;
+    out.push_back(std::move(choice));
+  }
+  const Usage usage = usage_of(choices, spec.n);
+  res.set_content(chat ? chat_response(header, out, usage) : completion_response(header, out, usage),
+                  "application/json");
+}
+
+// Server-sent events: the role (chat) or the echoed prompt first, then a chunk per choice and step,
+// finish reasons, the usage chunk if asked for, and "data: [DONE]". A failed write cancels the request.
+void respond_stream(GenerationContext& ctx, std::vector<std::unique_ptr<ChoiceState>> choices,
+                    const CompletionSpec& spec, const ResponseHeader& header, bool chat,
+                    std::shared_ptr<ConnectionProbe> probe, httplib::Response& res) {
+  struct Stream {
+    std::vector<std::unique_ptr<ChoiceState>> choices;
+    std::shared_ptr<ConnectionProbe> probe;
+  };
+  auto stream = std::make_shared<Stream>(Stream{std::move(choices), std::move(probe)});
+  const bool logprobs = spec.logprobs >= 0, include_usage = spec.include_usage;
+  const int n = spec.n;
+  const Tokenizer* tok = &ctx.tokenizer;
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [stream, header, chat, logprobs, include_usage, n, tok](size_t, httplib::DataSink& sink) -> bool {
+        auto send = [&](const std::string& payload) {
+          const std::string event = "data: " + payload + "\n\n";
+          return sink.write(event.data(), event.size());
+        };
+        auto chunk = [&](const Choice& c, bool first) {
+          return send(chat ? chat_chunk(header, c, first) : completion_chunk(header, c));
+        };
+        auto& choices = stream->choices;
+        auto give_up = [&] {
+          cancel_all(choices);
+          return false;
+        };
+        for (auto& c : choices) {
+          if (c->sent_first || (!chat && c->prompt_text.empty())) continue;
+          c->sent_first = true;
+          Choice first;
+          first.index = c->index;
+          first.text = c->prompt_text;
+          if (!chunk(first, true)) return give_up();
+        }
+        std::vector<Progress> progress;
+        const bool any = pump(choices, *tok, logprobs, progress);
+        for (size_t i = 0; i < choices.size(); ++i) {
+          ChoiceState& c = *choices[i];
+          Progress& p = progress[i];
+          if (p.delta.empty() && p.logprobs.empty() && !p.finished_now) continue;
+          if (!c.error.empty()) {
+            if (!send(error_body(c.error, "server_error", 500))) return give_up();
+            continue;
+          }
+          Choice out;
+          out.index = c.index;
+          out.text = std::move(p.delta);
+          if (logprobs && !p.logprobs.empty()) out.logprobs = std::move(p.logprobs);
+          if (p.finished_now) out.finish_reason = c.finish_reason;
+          if (!chunk(out, !c.sent_first)) return give_up();
+          c.sent_first = true;
+        }
+        if (all_finished(choices)) {
+          if (include_usage && !send(usage_chunk(header, chat, usage_of(choices, n)))) return false;
+          const std::string end = "data: [DONE]\n\n";
+          sink.write(end.data(), end.size());
+          sink.done();
+          return true;
+        }
+        if (!any && stream->probe->closed()) return give_up();
+        return true;
+      },
+      [stream](bool) { cancel_all(stream->choices); });
+}
+
+void serve_generation(GenerationContext ctx, const httplib::Request& req, httplib::Response& res, bool chat) {
+  Result<CompletionSpec> parsed = chat ? parse_chat_request(req.body) : parse_completion_request(req.body);
+  if (!parsed.ok()) return send_error(res, 400, parsed.message(), &ctx.engine);
+  const CompletionSpec& spec = parsed.value();
+  if (!spec.model.empty() && spec.model != ctx.model_id && spec.model != ctx.model_path) {
+    return send_error(res, 404, str_cat("the model '", spec.model, "' does not exist; this server serves '", ctx.model_id,
+                                        "'"), &ctx.engine);
+  }
+  Result<Prompts> prompts = prepare_prompts(spec, ctx.tokenizer, chat, ctx.engine.capacity());
+  if (!prompts.ok()) return send_error(res, 400, prompts.message(), &ctx.engine);
+  Result<std::vector<std::unique_ptr<ChoiceState>>> choices = submit_choices(ctx.engine, spec, prompts.value());
+  if (!choices.ok()) return send_error(res, 429, choices.message(), &ctx.engine);
+  const ResponseHeader header{new_id(chat ? "chatcmpl" : "cmpl"), static_cast<int64_t>(std::time(nullptr)),
+                              ctx.model_id};
+  auto probe = std::make_shared<ConnectionProbe>(req.remote_addr, req.remote_port);
+  if (spec.stream) return respond_stream(ctx, std::move(choices).value(), spec, header, chat, probe, res);
+  respond_whole(ctx, choices.value(), spec, header, chat, *probe, res);
 }
 
 }  // namespace
@@ -291,173 +493,9 @@ void HttpServer::add_routes() {
   });
 
   auto generate = [this, ready](const httplib::Request& req, httplib::Response& res, bool chat) {
-    Engine* engine = ready(req, res, true);
-    if (!engine) return;
-    const Tokenizer& tok = *tokenizer_;
-    Result<CompletionSpec> parsed = chat ? parse_chat_request(req.body) : parse_completion_request(req.body);
-    if (!parsed.ok()) return send_error(res, 400, parsed.message(), engine);
-    const CompletionSpec& spec = parsed.value();
-    if (!spec.model.empty() && spec.model != options_.model_id && spec.model != options_.model_path) {
-      return send_error(res, 404, str_cat("the model '", spec.model, "' does not exist; this server serves '",
-                                          options_.model_id, "'"), engine);
+    if (Engine* engine = ready(req, res, true)) {
+      serve_generation(GenerationContext{*engine, *tokenizer_, options_.model_id, options_.model_path}, req, res, chat);
     }
-
-    // Prompts as token ids (and text, for echo).
-    std::vector<std::vector<int32_t>> prompts;
-    std::vector<std::string> prompt_texts;
-    if (chat) {
-      Result<std::string> text = tok.apply_chat_template(spec.messages, true);
-      if (!text.ok()) return send_error(res, 400, text.message(), engine);
-      prompts.push_back(tok.encode(text.value(), tok.add_bos_default(), true));
-      prompt_texts.push_back(text.value());
-    } else {
-      for (const PromptSpec& p : spec.prompts) {
-        if (p.is_tokens) {
-          for (int32_t t : p.tokens) {
-            if (t >= tok.vocab_size()) {
-              return send_error(res, 400, str_cat("prompt token id ", t, " is outside the vocabulary [0, ", tok.vocab_size(), ")"),
-                                engine);
-            }
-          }
-          prompts.push_back(p.tokens);
-          prompt_texts.push_back(spec.echo ? tok.decode(p.tokens) : "");
-        } else {
-          prompts.push_back(tok.encode(p.text, tok.add_bos_default(), true));
-          prompt_texts.push_back(p.text);
-        }
-      }
-    }
-    const int capacity = engine->capacity();
-    for (const auto& p : prompts) {
-      if (p.empty()) return send_error(res, 400, "the prompt is empty (no tokens to condition on)", engine);
-      const int max_tokens = spec.max_tokens.value_or(chat ? capacity - static_cast<int>(p.size()) : 16);
-      if (max_tokens == 0 && !spec.echo) return send_error(res, 400, "'max_tokens' must be at least 1", engine);
-      if (static_cast<int64_t>(p.size()) + max_tokens > capacity || static_cast<int>(p.size()) >= capacity) {
-        return send_error(res, 400,
-                          str_cat("this model's maximum context length is ", capacity, " tokens; the request needs ",
-                                  static_cast<int64_t>(p.size()) + std::max(max_tokens, 0), " (", p.size(),
-                                  " in the prompt, ", max_tokens, " for the completion); shorten the prompt or lower 'max_tokens'"),
-                          engine);
-      }
-    }
-
-    // n choices per prompt, each its own engine request.
-    std::vector<std::unique_ptr<ChoiceState>> choices;
-    const uint64_t base_seed = spec.seed.value_or(std::random_device{}());
-    for (size_t p = 0; p < prompts.size(); ++p) {
-      for (int k = 0; k < spec.n; ++k) {
-        GenerationRequest g;
-        g.prompt = prompts[p];
-        g.max_tokens = spec.max_tokens.value_or(chat ? capacity - static_cast<int>(prompts[p].size()) : 16);
-        g.sampling.temperature = spec.temperature;
-        g.sampling.top_k = spec.top_k;
-        g.sampling.top_p = spec.top_p;
-        g.sampling.seed = base_seed + choices.size();
-        g.top_logprobs = spec.logprobs;
-        g.echo_logprobs = spec.echo && spec.logprobs >= 0;
-        g.stop_at_end_of_generation = !spec.ignore_eos;
-        auto c = std::make_unique<ChoiceState>(spec.stop);
-        c->index = static_cast<int>(choices.size());
-        c->prompt = prompts[p];
-        c->prompt_text = spec.echo ? prompt_texts[p] : "";
-        Result<std::shared_ptr<RequestHandle>> handle = engine->submit(std::move(g));
-        if (!handle.ok()) {
-          cancel_all(choices);
-          return send_error(res, 429, handle.message(), engine);
-        }
-        c->handle = handle.value();
-        choices.push_back(std::move(c));
-      }
-    }
-
-    ResponseHeader header{new_id(chat ? "chatcmpl" : "cmpl"), static_cast<int64_t>(std::time(nullptr)), options_.model_id};
-    const bool logprobs = spec.logprobs >= 0;
-    auto probe = std::make_shared<ConnectionProbe>(req.remote_addr, req.remote_port);
-
-    if (!spec.stream) {
-      std::vector<Progress> progress;
-      while (!all_finished(choices)) {
-        pump(choices, tok, logprobs, progress);
-        for (size_t i = 0; i < choices.size(); ++i) {
-          for (LogprobToken& t : progress[i].logprobs) choices[i]->logprobs.push_back(std::move(t));
-        }
-        if (probe->closed()) return cancel_all(choices);  // nobody to answer
-      }
-      std::vector<Choice> out;
-      for (const auto& c : choices) {
-        if (!c->error.empty()) return send_error(res, 500, c->error, engine);
-        Choice choice;
-        choice.index = c->index;
-        choice.text = c->prompt_text + c->text.text();
-        if (logprobs) choice.logprobs = std::move(c->logprobs);
-        choice.finish_reason = c->finish_reason;
-        out.push_back(std::move(choice));
-      }
-      const Usage usage = usage_of(choices, spec.n);
-      res.set_content(chat ? chat_response(header, out, usage) : completion_response(header, out, usage),
-                      "application/json");
-      return;
-    }
-
-    // Streaming: server-sent events, one chunk per choice and step.
-    struct Stream {
-      std::vector<std::unique_ptr<ChoiceState>> choices;
-      std::shared_ptr<ConnectionProbe> probe;
-      bool done = false;
-    };
-    auto stream = std::make_shared<Stream>(Stream{std::move(choices), probe, false});
-    const bool include_usage = spec.include_usage;
-    const int n = spec.n;
-    res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [stream, header, chat, logprobs, include_usage, n, tokp = tokenizer_](size_t, httplib::DataSink& sink) -> bool {
-          auto send = [&](const std::string& payload) {
-            const std::string event = "data: " + payload + "\n\n";
-            return sink.write(event.data(), event.size());
-          };
-          auto chunk = [&](const Choice& c, bool first) {
-            return send(chat ? chat_chunk(header, c, first) : completion_chunk(header, c));
-          };
-          auto& choices = stream->choices;
-          for (auto& c : choices) {  // the role (chat) or the echoed prompt comes first
-            if (c->sent_first || (!chat && c->prompt_text.empty())) continue;
-            c->sent_first = true;
-            Choice first;
-            first.index = c->index;
-            first.text = c->prompt_text;
-            if (!chat && !chunk(first, true)) return cancel_all(choices), false;
-            if (chat && !chunk(first, true)) return cancel_all(choices), false;
-          }
-          std::vector<Progress> progress;
-          const bool any = pump(choices, *tokp, logprobs, progress);
-          for (size_t i = 0; i < choices.size(); ++i) {
-            ChoiceState& c = *choices[i];
-            Progress& p = progress[i];
-            if (p.delta.empty() && p.logprobs.empty() && !p.finished_now) continue;
-            if (!c.error.empty()) {
-              if (!send(error_body(c.error, "server_error", 500))) return cancel_all(choices), false;
-              continue;
-            }
-            Choice out;
-            out.index = c.index;
-            out.text = std::move(p.delta);
-            if (logprobs && !p.logprobs.empty()) out.logprobs = std::move(p.logprobs);
-            if (p.finished_now) out.finish_reason = c.finish_reason;
-            if (!chunk(out, !c.sent_first)) return cancel_all(choices), false;
-            c.sent_first = true;
-          }
-          if (all_finished(choices)) {
-            if (include_usage && !send(usage_chunk(header, chat, usage_of(choices, n)))) return false;
-            const std::string end = "data: [DONE]\n\n";
-            sink.write(end.data(), end.size());
-            sink.done();
-            return true;
-          }
-          if (!any && stream->probe->closed()) return cancel_all(choices), false;
-          return true;
-        },
-        [stream](bool) { cancel_all(stream->choices); });
   };
 
   s.Post("/v1/completions", [generate](const httplib::Request& req, httplib::Response& res) { generate(req, res, false); });

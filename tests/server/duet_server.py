@@ -32,6 +32,7 @@ class DuetServer:
         self.proc = None
         self.url = None
         self.log = []
+        self.health_statuses = []  # /health answers while starting: 503 (loading) then 200
 
     def __enter__(self):
         env = dict(os.environ, OMP_WAIT_POLICY="passive")
@@ -57,9 +58,11 @@ class DuetServer:
                     raise RuntimeError("duet serve exited early:\n" + "\n".join(self.log))
                 try:
                     with urllib.request.urlopen(self.url + "/health", timeout=5) as r:
+                        self.health_statuses.append(r.status)
                         if r.status == 200:
                             return self
                 except urllib.error.HTTPError as e:
+                    self.health_statuses.append(e.code)
                     assert e.code == 503, e.code  # loading
                 except OSError:
                     pass

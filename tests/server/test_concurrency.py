@@ -7,13 +7,15 @@ answer, or after its first event) on requests too long to finish by
 themselves. Checks: every valid stream completes with text equal to the same
 request sent alone; every bad request gets its 4xx and an error message;
 the server stays up; /metrics shows every slot free, nothing running or
-waiting, and the disconnected requests cancelled.
+waiting, and the disconnected requests cancelled; /health answers within
+2 s while all 64 are connected.
 """
 import http.client
 import json
 import sys
 import threading
 import time
+import urllib.request
 from urllib.parse import urlparse
 
 from duet_server import DuetServer, check
@@ -104,6 +106,13 @@ def main():
         order = order[::3] + order[1::3] + order[2::3]  # interleave the kinds
         for k in order:
             threads[k].start()
+        # With every client connected (streams open, requests queued), /health still answers at once.
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        with urllib.request.urlopen(server.url + "/health", timeout=10) as r:
+            check(r.status == 200, f"/health {r.status}")
+        check(time.monotonic() - t0 < 2.0, f"/health took {time.monotonic() - t0:.2f} s under load")
+        check(server.metrics()["duet_requests_waiting"] > 0, "the load did not fill the slots")
         deadline = time.monotonic() + TIMEOUT
         for t in threads:
             t.join(timeout=max(1, deadline - time.monotonic()))

@@ -3,11 +3,12 @@
 Checks completions, chat, streaming (text equal to the non-streamed greedy
 answer), logprobs against the server's own numbers and the echo layout
 lm-eval parses, n, stop strings, stream_options.include_usage, seeds, the
-auxiliary routes, the API key, and that bad requests get an OpenAI error
-object with a 4xx status.
+auxiliary routes, the API key, /health answering 503 while the model loads,
+and that bad requests get an OpenAI error object with a 4xx status.
 """
 import math
 import sys
+import time
 
 import openai
 
@@ -18,6 +19,9 @@ API_KEY = "test-key"
 
 def main():
     with DuetServer(["--ctx", "256", "--slots", "4", "--api-key", API_KEY]) as server:
+        # The port is bound before the model loads: /health said 503 until it could serve.
+        check(server.health_statuses[0] == 503 and server.health_statuses[-1] == 200,
+              f"/health while starting: {server.health_statuses}")
         client = openai.OpenAI(base_url=server.url + "/v1", api_key=API_KEY, max_retries=0, timeout=120)
         model = client.models.list().data[0].id
         check(model == "SmolLM2-135M-Instruct.Q4_1", f"model id {model}")
@@ -107,6 +111,22 @@ def main():
         bad_key = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0)
         expect(401, lambda: bad_key.models.list())
         check(server.alive(), "server alive after bad requests")
+
+    # A full server: one slot, no queue. While a stream holds the slot, the next request gets a 429.
+    with DuetServer(["--ctx", "256", "--slots", "1", "--queue", "0"]) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0, timeout=120)
+        running = client.completions.create(model=model, prompt="Count:", max_tokens=200, temperature=0, stream=True,
+                                            extra_body={"ignore_eos": True})
+        next(iter(running))  # it holds the slot now
+        expect(429, lambda: client.completions.create(model=model, prompt="x", max_tokens=1))
+        running.close()  # the server notices the closed connection and frees the slot
+        deadline = time.monotonic() + 10
+        while server.metrics()["duet_kv_slots_used"] != 0:
+            check(time.monotonic() < deadline, "the closed stream's slot was not freed")
+            time.sleep(0.05)
+        check(server.metrics()["duet_requests_rejected_total"] == 1, "one rejection counted")
+        after = client.completions.create(model=model, prompt="x", max_tokens=1)
+        check(len(after.choices) == 1, "served after the stream closed")
     print("ok")
 
 

@@ -4,7 +4,7 @@
 # server's output tokens/s at concurrency 64 >= 85% of that rate; TTFT at
 # concurrency 1 < 20 ms for SmolLM2 with a 512-token prompt).
 #
-#   tools/gpu/serve_bench.sh pack   here: CUDA build of duet + duet_bench, packed into .gpubin/
+#   tools/gpu/serve_bench.sh pack   here: CUDA build of duet (which has `duet bench`), packed into .gpubin/
 #   tools/gpu/serve_bench.sh        on the GPU machine (device tool), from the repository root
 #
 # The model does not fit one device call's 64 MiB: as for smollm2_on_gpu.sh
@@ -14,8 +14,8 @@ if [[ ${1:-run} == pack ]]; then
   export PATH="$PATH:/usr/local/cuda/bin"
   cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
     -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache -DDUET_NATIVE=OFF >/dev/null
-  cmake --build build-cuda -j"$(nproc)" --target duet duet_bench
-  exec bash tools/gpu/pack_binaries.sh build-cuda duet duet_bench
+  cmake --build build-cuda -j"$(nproc)" --target duet
+  exec bash tools/gpu/pack_binaries.sh build-cuda duet
 fi
 
 BIN=${DUET_GPU_BIN:-.gpubin}
@@ -30,7 +30,7 @@ status=0
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
 echo "== duet bench: batched decode rate of the same model (B = 1, 64; ctx 1024)"
-"$BIN/duet_bench" bench -m "$MODEL" --batch 1,64 --lp "$LP" --ctx 1024 --prefill 512 --steps 300 \
+"$BIN/duet" bench -m "$MODEL" --batch 1,64 --lp "$LP" --ctx 1024 --prefill 512 --steps 300 \
   --json "$OUT/duet_bench.json" > "$OUT/duet_bench.md" 2> "$OUT/duet_bench.log" || status=1
 cat "$OUT/duet_bench.md"
 
