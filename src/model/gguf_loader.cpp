@@ -134,9 +134,12 @@ Result<ModelConfig> config_from_gguf(const GgufFile& file) {
   DUET_ASSIGN_OR_RETURN(c.max_context, required_int(file, p + "context_length"));
   const bool per_layer_widths = *arch == "deci";
   if (per_layer_widths) {
-    // llama.cpp's head-dim default reads layer 0's head count; the widths are set below.
+    // Layer 0's widths for the shape check below (llama.cpp's head-dim default reads layer 0's head
+    // count); the narrowest layer's widths replace them at the end.
     DUET_ASSIGN_OR_RETURN(std::vector<int> heads, per_layer_ints(file, p + "attention.head_count", c.n_layers));
-    c.n_heads = heads[0];
+    DUET_ASSIGN_OR_RETURN(std::vector<int> ffn, per_layer_ints(file, p + "feed_forward_length", c.n_layers));
+    c.n_heads = c.n_kv_heads = heads[0];
+    c.ffn_dim = ffn[0];
   } else {
     DUET_ASSIGN_OR_RETURN(c.ffn_dim, required_int(file, p + "feed_forward_length"));
     DUET_ASSIGN_OR_RETURN(c.n_heads, required_int(file, p + "attention.head_count"));
