@@ -9,38 +9,15 @@
 
 #include <fstream>
 
+#include "cli_support.h"
 #include "test_support.h"
 
 namespace duet {
 namespace {
 
-struct Outcome {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-// Runs `duet ARGS` through the shell (so ARGS may redirect stdin) with a 120 s limit.
-Outcome run_duet(const std::string& args) {
-  const std::string dir = test::temp_dir("cli_serve");
-  const std::string cmd = "timeout 120 " + std::string(DUET_BINARY) + " " + args + " >" + dir + "/out 2>" + dir + "/err";
-  const int status = std::system(cmd.c_str());
-  Outcome o;
-  o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  auto slurp = [](const std::string& path) {
-    std::ifstream in(path);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  };
-  o.out = slurp(dir + "/out");
-  o.err = slurp(dir + "/err");
-  return o;
-}
-
-void expect_one_line_error(const Outcome& o, const std::string& fragment) {
-  EXPECT_EQ(o.exit_code, 1) << o.err;
-  EXPECT_EQ(o.err.rfind("duet: error: ", 0), 0u) << o.err;
-  EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
-  EXPECT_NE(o.err.find(fragment), std::string::npos) << "expected '" << fragment << "' in: " << o.err;
-}
+using test::Outcome;
+using test::expect_one_line_error;
+using test::run_duet;
 
 class ServeCliTest : public ::testing::Test {
  protected:

@@ -22,10 +22,15 @@
 #include "io/quantize.h"
 #include "model/gguf_export.h"
 #include "model/loader.h"
+#include "cli_support.h"
 #include "test_support.h"
 
 namespace duet {
 namespace {
+
+using test::Outcome;
+using test::expect_one_line_error;
+using test::run_duet;
 
 namespace fs = std::filesystem;
 
@@ -166,7 +171,9 @@ TEST_P(ExportRoundTrip, LoadsBackWithTheInMemoryLogits) {
   const double vs_exact = test::max_abs_diff(got, exact).max_abs / scale;
   EXPECT_LE(vs_rounded, kMaxRelDiffVsRounded) << family << " plan '" << plan_text << "' " << type_name(type);
   EXPECT_LE(vs_exact, max_rel_diff_vs_unrounded(type)) << family << " plan '" << plan_text << "' " << type_name(type);
-  if (type == ExportType::F32 && family == "llama") EXPECT_EQ(vs_exact, 0.0);  // the very floats, same RoPE pairing
+  if (type == ExportType::F32 && family == "llama") {
+    EXPECT_EQ(vs_exact, 0.0);  // the very floats, same RoPE pairing
+  }
   std::printf("[ export ] %-5s plan %-5s %-4s  max|logit| %5.1f  relative diff vs rounded %.1e, vs unrounded %.1e\n",
               family.c_str(), plan_text.empty() ? "none" : plan_text.c_str(), type_name(type), scale, vs_rounded,
               vs_exact);
@@ -536,33 +543,6 @@ TEST_F(ExportFile, RejectsLpMetadataThatDisagreesWithTheLayers) {
 }
 
 // ---------------------------------------------------------------- the command
-
-struct Outcome {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-Outcome run_duet(const std::string& args) {
-  const std::string dir = test::temp_dir("export_cli");
-  const std::string cmd = "timeout 120 " + std::string(DUET_BINARY) + " " + args + " >" + dir + "/out 2>" + dir + "/err";
-  const int status = std::system(cmd.c_str());
-  Outcome o;
-  o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  auto slurp = [](const std::string& path) {
-    std::ifstream in(path);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  };
-  o.out = slurp(dir + "/out");
-  o.err = slurp(dir + "/err");
-  return o;
-}
-
-void expect_one_line_error(const Outcome& o, const std::string& fragment) {
-  EXPECT_EQ(o.exit_code, 1) << o.err;
-  EXPECT_EQ(o.err.rfind("duet: error: ", 0), 0u) << o.err;
-  EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
-  EXPECT_NE(o.err.find(fragment), std::string::npos) << "expected '" << fragment << "' in: " << o.err;
-}
 
 TEST_F(ExportFile, CommandWritesAFileThatInfoDescribes) {
   const std::string out = *dir_ + "/cli.gguf";

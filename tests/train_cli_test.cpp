@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "cli_support.h"
 #include "runtime/loaded_model.h"
 #include "test_support.h"
 #include "train/data.h"
@@ -17,35 +18,14 @@
 namespace duet {
 namespace {
 
-struct Outcome {
-  int exit_code = -1;
-  std::string out, err;
-};
+using test::Outcome;
+using test::expect_one_line_error;
 
 // Runs `duet heal -t 1 -m tests/fixtures/tiny_arch/<family>.gguf ARGS` (one thread: see
 // SingleThreadedTest in train_test_support.h).
 Outcome heal(const std::string& args, const std::string& family = "llama") {
-  const std::string dir = test::temp_dir("heal_cli");
   const std::string model = test::source_dir() + "/tests/fixtures/tiny_arch/" + family + ".gguf";
-  const std::string cmd = "timeout 120 " + std::string(DUET_BINARY) + " heal -t 1 -m " + model + " " + args + " >" + dir +
-                          "/out 2>" + dir + "/err";
-  const int status = std::system(cmd.c_str());
-  Outcome o;
-  o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  auto slurp = [](const std::string& path) {
-    std::ifstream in(path);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  };
-  o.out = slurp(dir + "/out");
-  o.err = slurp(dir + "/err");
-  return o;
-}
-
-void expect_one_line_error(const Outcome& o, const std::string& fragment) {
-  EXPECT_EQ(o.exit_code, 1) << o.err;
-  EXPECT_EQ(o.err.rfind("duet: error: ", 0), 0u) << o.err;
-  EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
-  EXPECT_NE(o.err.find(fragment), std::string::npos) << "expected '" << fragment << "' in: " << o.err;
+  return test::run_duet("heal -t 1 -m " + model + " " + args);
 }
 
 class HealCliTest : public ::testing::Test {
