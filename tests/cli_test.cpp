@@ -242,7 +242,7 @@ TEST_F(CliTest, DemoDefaultsShowTheCommittedPlansOnSmolLM2) {
 TEST_F(CliTest, DemoBadInput) {
   std::ofstream(*dir_ + "/too_far.txt") << "8\n";
   expect_one_line_error(run_duet("demo -m " + *tiny_ + " --plans /nonexistent/plan.txt"), "/nonexistent/plan.txt");
-  expect_one_line_error(run_duet("demo -m " + *tiny_ + " --plans " + *dir_ + "/too_far.txt"),
+  expect_one_line_error(run_duet("demo -m " + *tiny_ + " --aggressive '' --plans " + *dir_ + "/too_far.txt"),
                         *dir_ + "/too_far.txt: bad LP plan: pair (8,9) is out of range");
   expect_one_line_error(run_duet("demo -m " + *tiny_ + " -n 0"), "-n must be at least 1");
   // The text fits 2048 positions; an answer budget near INT_MAX must not wrap around the check.
