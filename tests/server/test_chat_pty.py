@@ -91,7 +91,8 @@ def main():
         check("[stopped]" in stopped, f"Ctrl-C did not stop the answer: {stopped!r}")
 
         term.send("/reset\n")
-        term.read_until(rb"conversation cleared")
+        # Up to the next prompt: a question sent before it is echoed ahead of the "> ".
+        term.read_until(rb"conversation cleared[^\n]*\n> ")
         again = term.ask(Q1)
         check(again == answer_1, f"after /reset {again!r} != first answer {answer_1!r}")
         term.send("/quit\n")
