@@ -9,17 +9,6 @@
 namespace duet::train {
 namespace {
 
-// Cuts whole sequences of seq_len tokens off the front of a token stream, until `out` holds `limit`;
-// returns the tokens used (a tail shorter than seq_len stays).
-size_t append_sequences(const std::vector<int32_t>& stream, int seq_len, size_t limit,
-                        std::vector<std::vector<int32_t>>& out) {
-  size_t pos = 0;
-  for (; pos + seq_len <= stream.size() && out.size() < limit; pos += seq_len) {
-    out.emplace_back(stream.begin() + pos, stream.begin() + pos + seq_len);
-  }
-  return pos;
-}
-
 // Fills `out` up to `count` sequences with the model's own continuations of the built-in prompts, starting
 // at prompt `first_prompt`; each document (prompt + continuation, ended by an end-of-generation token or the
 // length) joins one stream that is cut into sequences.
@@ -97,8 +86,16 @@ const std::vector<std::string>& builtin_prompts() {
   return prompts;
 }
 
-Result<TrainData> build_train_data(const ModelWeights& original, const Tokenizer& tokenizer, const DataOptions& o) {
-  TrainData data;
+size_t append_sequences(const std::vector<int32_t>& stream, int seq_len, size_t limit,
+                        std::vector<std::vector<int32_t>>& out) {
+  size_t pos = 0;
+  for (; pos + seq_len <= stream.size() && out.size() < limit; pos += seq_len) {
+    out.emplace_back(stream.begin() + pos, stream.begin() + pos + seq_len);
+  }
+  return pos;
+}
+
+Status read_data_files(const Tokenizer& tokenizer, const DataOptions& o, TrainData& data) {
   for (const std::string& file : o.files) {
     DUET_ASSIGN_OR_RETURN(std::string text, read_text_file(file));
     const std::vector<int32_t> tokens = tokenizer.encode(text, tokenizer.add_bos_default(), false);
@@ -108,6 +105,12 @@ Result<TrainData> build_train_data(const ModelWeights& original, const Tokenizer
     }
     data.file_tokens += static_cast<int64_t>(append_sequences(tokens, o.seq_len, o.sequences, data.train));
   }
+  return ok_status();
+}
+
+Result<TrainData> build_train_data(const ModelWeights& original, const Tokenizer& tokenizer, const DataOptions& o) {
+  TrainData data;
+  DUET_TRY(read_data_files(tokenizer, o, data));
   const int64_t to_generate = static_cast<int64_t>(o.sequences - data.train.size() + o.heldout_sequences) * o.seq_len;
   std::unique_ptr<Decoder> decoder = make_cpu_decoder(original, o.seq_len);
   // Held-out text uses another seed and starts half-way through the prompts, so it differs from training text.

@@ -39,6 +39,15 @@ struct TrainData {
 // The built-in prompts the original model continues.
 const std::vector<std::string>& builtin_prompts();
 
+// Cuts whole sequences of seq_len tokens off the front of a token stream, until `out` holds `limit`;
+// returns the tokens used (a tail shorter than seq_len stays).
+size_t append_sequences(const std::vector<int32_t>& stream, int seq_len, size_t limit,
+                        std::vector<std::vector<int32_t>>& out);
+
+// The --data files, tokenized and cut into data.train (up to options.sequences); counts data.file_tokens.
+// Errors name a missing, unreadable or too short (under one sequence) file.
+Status read_data_files(const Tokenizer& tokenizer, const DataOptions& options, TrainData& data);
+
 // Reads and tokenizes the files (errors name a missing or unreadable file), then generates the rest with
 // `original` on the CPU. Deterministic for a given seed.
 Result<TrainData> build_train_data(const ModelWeights& original, const Tokenizer& tokenizer,

@@ -4,21 +4,11 @@
 // so only they link the sample_documents it needs.
 #include <algorithm>
 
-#include "io/text_file.h"
 #include "tokenizer/tokenizer.h"
 #include "train/cuda/heal_cuda.h"
 
 namespace duet::train {
 namespace {
-
-size_t append_sequences(const std::vector<int32_t>& stream, int seq_len, size_t limit,
-                        std::vector<std::vector<int32_t>>& out) {
-  size_t pos = 0;
-  for (; pos + seq_len <= stream.size() && out.size() < limit; pos += seq_len) {
-    out.emplace_back(stream.begin() + pos, stream.begin() + pos + seq_len);
-  }
-  return pos;
-}
 
 // Fills `out` up to `count` sequences from documents sampled in rounds (each round sized from the tokens
 // still missing), prompts taken in turn from `first_prompt`.
@@ -60,15 +50,7 @@ Status generate_sequences(const ModelWeights& original, const Tokenizer& tokeniz
 Result<TrainData> build_train_data_cuda(const ModelWeights& original, const Tokenizer& tokenizer,
                                         const DataOptions& o, int batch) {
   TrainData data;
-  for (const std::string& file : o.files) {
-    DUET_ASSIGN_OR_RETURN(std::string text, read_text_file(file));
-    const std::vector<int32_t> tokens = tokenizer.encode(text, tokenizer.add_bos_default(), false);
-    if (tokens.size() < static_cast<size_t>(o.seq_len)) {
-      return make_error("--data ", file, ": ", tokens.size(), " tokens, fewer than one sequence of --seq-len ",
-                        o.seq_len);
-    }
-    data.file_tokens += static_cast<int64_t>(append_sequences(tokens, o.seq_len, o.sequences, data.train));
-  }
+  DUET_TRY(read_data_files(tokenizer, o, data));
   const int64_t to_generate = static_cast<int64_t>(o.sequences - data.train.size() + o.heldout_sequences) * o.seq_len;
   // Held-out text: another seed, prompts from half-way through the list (as train/data.cpp).
   DUET_TRY(generate_sequences(original, tokenizer, o, batch, o.sequences, o.seed * 1000003 + 1, 0,
