@@ -9,29 +9,32 @@
 #            (unpacks to /tmp/gpubin and /tmp/m; runs duet_cuda_tests' training tests, the tiny fixture's
 #            heal through the CLI, and the throughput pair: duet's stages and bench/heal_torch_peer.py)
 #   call 2:  carry [".gpuxfer/p2"], at once (the machine is released ~30 s after call 1):
-#            PEER=0 EVAL=1 tools/gpu/heal_on_gpu.sh call2
-#            (rejoins the GGUF; heals plans/smollm2_135m_searched_{4,8}.txt, local then global; PEER=1
-#            times the throughput pair again; EVAL=1 evaluates baseline / LP / healed)
+#            tools/gpu/heal_on_gpu.sh call2
+#            (rejoins the GGUF; heals the PLANS, local then global, the first alone and timed, the others
+#            side by side; then the local stage alone for each plan; then evaluates baseline, LP and both
+#            healed models of every plan, side by side; results in $OUT/heal_results.jsonl)
 #
 # Per plan and stage it reports tokens/s and wall time (from the heal JSON log), the data generation
-# time, KL to the original on held-out generated text before/after, and, when EVAL=1, `duet eval
-# --device cuda` on the six tasks' dev sets (EVAL_LIMIT items each; 0 = all) and `duet ppl` on
-# WikiText-2 for baseline, LP and the healed model (the deci GGUF `duet heal` writes).
-# Knobs: TOKENS (per stage, default 524288), SEQ_LEN (256), BATCH (8), LR (1e-4), EVAL (0), EVAL_LIMIT (500).
+# time, KL to the original on held-out generated text before/after, and `duet eval
+# --device cuda` on the six tasks' full dev sets and `duet ppl` on WikiText-2 valid for baseline, LP and
+# the healed models (the deci GGUFs `duet heal` writes). The training text is the model's own
+# (`duet heal`'s default): no task file or WikiText-2 is read before the evaluation.
+# Knobs: TOKENS (per stage, default 524288), SEQ_LEN (256), BATCH (8), LR (1e-4), BUDGET_S (call 2's
+# seconds, default 560: what has not finished by then is left out of the results).
 set -u -o pipefail
 mode=${1:-}
 BIN=${DUET_GPU_BIN:-/tmp/gpubin}
 MODEL=${DUET_MODEL:-/tmp/m/SmolLM2-135M-Instruct.Q4_1.gguf}
-DATA=${DUET_DATA:-.gpuxfer/p2/data}  # the dev sets (trimmed to EVAL_LIMIT items) and WikiText-2, staged
+DATA=${DUET_DATA:-/tmp/duet_heal_data}  # the dev sets and WikiText-2, staged as .gpuxfer/p2/data.tar.xz
 OUT=${OUT:-/tmp/duet_heal_gpu}      # what comes back: the summary lines and heal_logs.tgz
 WORK=${WORK:-/tmp/duet_heal_work}   # logs and healed models (the tool returns at most 8 files)
 TOKENS=${TOKENS:-524288}
 SEQ_LEN=${SEQ_LEN:-256}
 BATCH=${BATCH:-8}
 LR=${LR:-1e-4}
-EVAL=${EVAL:-0}
-EVAL_LIMIT=${EVAL_LIMIT:-500}
-PLANS=${PLANS:-"plans/smollm2_135m_searched_4.txt plans/smollm2_135m_searched_8.txt"}
+BUDGET_S=${BUDGET_S:-560}
+PLANS=${PLANS:-"plans/smollm2_135m_searched_8.txt plans/smollm2_135m_searched_4.txt plans/smollm2_135m_contiguous_4.txt plans/smollm2_135m_contiguous_8.txt"}
+TASKS="hellaswag piqa arc_easy arc_challenge winogrande lambada_openai"
 
 gpu_env() {
   mkdir -p "$OUT" "$WORK"
@@ -41,26 +44,29 @@ gpu_env() {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 }
 
-# One plan's healing: prints the per-stage tokens/s and wall time from the JSON log.
+# One healing run: PLAN STAGES TAG; the healed model is $WORK/healed_TAG.gguf. Prints the wall time,
+# the data generation rate, and per stage its steps, losses, tokens/s and wall time (from the JSON log).
 heal_plan() {
-  local plan=$1 name
-  name=$(basename "$plan" .txt)
-  echo "== duet heal $name (local,global; $TOKENS tokens per stage, seq-len $SEQ_LEN, batch $BATCH)"
+  local plan=$1 stages=$2 tag=$3
   local start end
   start=$(date +%s.%N)
-  "$BIN/duet" heal -m "$MODEL" --device cuda --lp-plan "$plan" --stage local,global --tokens "$TOKENS" \
-    --seq-len "$SEQ_LEN" --batch "$BATCH" --lr "$LR" --heldout 16 --log "$WORK/heal_$name.jsonl" \
-    -o "$WORK/healed_$name.gguf" > "$WORK/heal_$name.out" 2> "$WORK/heal_$name.err"
-  echo "exit $?"
+  "$BIN/duet" heal -m "$MODEL" --device cuda --lp-plan "$plan" --stage "$stages" --tokens "$TOKENS" \
+    --seq-len "$SEQ_LEN" --batch "$BATCH" --lr "$LR" --heldout 16 --log "$WORK/heal_$tag.jsonl" \
+    -o "$WORK/healed_$tag.gguf" > "$WORK/heal_$tag.out" 2> "$WORK/heal_$tag.err"
+  local rc=$?
   end=$(date +%s.%N)
-  tail -c 600 "$WORK/heal_$name.err" | tr '\r' '\n' | grep -v '^ *$' | tail -n 4
-  python3 - "$WORK/heal_$name.jsonl" "$name" "$(python3 -c "print($end - $start)")" "$BATCH" "$SEQ_LEN" <<'PY'
+  rm -f "$WORK/healed_$tag.gguf.ckpt"
+  if ((rc != 0)); then
+    echo "$tag: duet heal exit $rc"; tail -c 400 "$WORK/heal_$tag.err" | tr '\r' '\n' | grep -v '^ *$' | tail -n 3
+    return
+  fi
+  python3 - "$WORK/heal_$tag.jsonl" "$tag" "$(python3 -c "print($end - $start)")" "$BATCH" "$SEQ_LEN" <<'PY' |
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-name, total = sys.argv[2], float(sys.argv[3])
+tag, total = sys.argv[2], float(sys.argv[3])
 data = next(r for r in rows if r["event"] == "data")
-print(f"{name}: data {data['generated_tokens']} generated tokens in {data['seconds']:.1f} s "
-      f"({data['generated_tokens'] / data['seconds']:.0f} tok/s)")
+print(json.dumps({"heal": tag, "event": "data", "generated_tokens": data["generated_tokens"],
+                  "seconds": round(data["seconds"], 2)}))
 for stage in ("local", "global", "lm"):
     steps = [r for r in rows if r["event"] == "step" and r["stage"] == stage]
     if not steps:
@@ -68,20 +74,21 @@ for stage in ("local", "global", "lm"):
     last = steps[-1]
     # tokens_per_s is the stage's running mean (tokens so far / seconds so far): its wall time follows.
     tokens = len(steps) * int(sys.argv[4]) * int(sys.argv[5])
-    print(json.dumps({"plan": name, "stage": stage, "steps": last["steps"], "tokens": tokens,
+    print(json.dumps({"heal": tag, "stage": stage, "steps": last["steps"], "tokens": tokens,
                       "loss_first": steps[0]["loss"], "loss_last": last["loss"],
                       "tokens_per_s": round(last["tokens_per_s"]), "wall_s": round(tokens / last["tokens_per_s"], 2)}))
 done = [r for r in rows if r["event"] == "done"]
 if done:
-    print(json.dumps({"plan": name, "kl_before": done[0]["kl_before"], "kl_after": done[0]["kl_after"],
-                      "tokens_trained": done[0]["tokens_trained"], "run_wall_s": total}))
+    print(json.dumps({"heal": tag, "event": "done", "kl_before": done[0]["kl_before"], "kl_after": done[0]["kl_after"],
+                      "tokens_trained": done[0]["tokens_trained"], "run_wall_s": round(total, 2)}))
 PY
+    tee "$WORK/results_heal_$tag.jsonl"
 }
 
 # duet's local and global stages on random weights of the smollm2-135m shape, then the PyTorch peer's
 # local stage on the same shapes, in this call: tokens/s of each (the ratio is the issue's target).
 local_peer() {
-  for plan in $PLANS; do
+  for plan in plans/smollm2_135m_searched_4.txt plans/smollm2_135m_searched_8.txt; do
     pairs=$(grep -v '^#' "$plan" | tr -d ' \n')
     echo "== local/global stage throughput, smollm2-135m shape, pairs $pairs: duet, then PyTorch"
     DUET_HEAL_PAIRS=$pairs "$BIN/duet_cuda_tests" --gtest_also_run_disabled_tests \
@@ -91,13 +98,38 @@ local_peer() {
   done
 }
 
-run_eval() {  # name, then model options
+# Six tasks and WikiText-2 perplexity of one model: NAME, then model options. One JSON line per task and
+# one for the perplexity go to $WORK/results_eval_NAME.jsonl, tagged with NAME (one file per run: the
+# runs go side by side).
+run_eval() {
   local name=$1
   shift
-  echo "== eval $name $*"
-  "$BIN/duet" eval --device cuda --task all --data-dir "$DATA" --limit "$EVAL_LIMIT" --batch 64 "$@" \
-    > "$WORK/eval_$name.jsonl" 2> "$WORK/eval_$name.log" && grep '^{' "$WORK/eval_$name.jsonl" | tail -n 1
-  "$BIN/duet" ppl --device cuda -f "$DATA/wikitext2/valid.txt" "$@" 2> "$WORK/ppl_$name.log" | tail -n 2
+  local start=$SECONDS
+  "$BIN/duet" eval --device cuda --task all --data-dir "$DATA" --batch 64 "$@" \
+    > "$WORK/eval_$name.jsonl" 2> "$WORK/eval_$name.log" || { echo "eval $name failed"; tail -n 2 "$WORK/eval_$name.log"; }
+  "$BIN/duet" ppl --device cuda -f "$DATA/wikitext2/valid.txt" "$@" > "$WORK/ppl_$name.out" 2> "$WORK/ppl_$name.log" ||
+    { echo "ppl $name failed"; tail -n 2 "$WORK/ppl_$name.log"; }
+  python3 - "$name" "$WORK/eval_$name.jsonl" "$WORK/ppl_$name.out" $((SECONDS - start)) <<'PY' > "$WORK/results_eval_$name.jsonl"
+import json, sys
+name = sys.argv[1]
+for path in sys.argv[2:4]:
+    for line in open(path):
+        if line.startswith("{"):
+            row = json.loads(line)
+            row["model"] = name
+            print(json.dumps(row))
+print(json.dumps({"model": name, "event": "eval_wall_s", "seconds": int(sys.argv[4])}))
+PY
+}
+
+# Runs the commands given as arguments (one shell line each) side by side, each ended at the budget.
+side_by_side() {
+  local left=$((BUDGET_S - SECONDS))
+  ((left > 10)) || { echo "budget spent: skipped $#"; return; }
+  export -f heal_plan run_eval
+  export BIN MODEL DATA OUT WORK TOKENS SEQ_LEN BATCH LR
+  for cmd in "$@"; do timeout "$left" bash -c "$cmd" & done
+  wait
 }
 
 case $mode in
@@ -106,26 +138,20 @@ case $mode in
     model=models/SmolLM2-135M-Instruct.Q4_1.gguf
     [[ -f $build/CMakeCache.txt ]] || cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDUET_CUDA=ON \
       -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache > /dev/null || exit 1
-    cmake --build "$build" -j"$(nproc)" --target duet duet_cuda_tests || exit 1
-    tools/gpu/pack_binaries.sh "$build" duet duet_cuda_tests || exit 1
-    # As tools/gpu/stage_transfer.sh, without duet_bench: the bundle and the GGUF's first part in call 1.
+    cmake --build "$build" -j"$(nproc)" --target duet duet_cuda_tests duet_bench || exit 1
+    tools/gpu/pack_binaries.sh "$build" duet duet_cuda_tests duet_bench || exit 1
+    # As tools/gpu/stage_transfer.sh: the bundle and the GGUF's first part in call 1.
     exclude=$(git rev-parse --git-path info/exclude)
     grep -qx '/.gpuxfer/' "$exclude" 2>/dev/null || echo '/.gpuxfer/' >> "$exclude"
     rm -rf .gpuxfer && mkdir -p .gpuxfer/bin .gpuxfer/p1 .gpuxfer/p2
     tar -cJf .gpuxfer/bin/gpubin.tar.xz .gpubin
-    head -c 42000000 "$model" > .gpuxfer/p1/gguf.aa
-    tail -c +42000001 "$model" > .gpuxfer/p2/gguf.ab
+    head -c 39000000 "$model" > .gpuxfer/p1/gguf.aa
+    tail -c +39000001 "$model" > .gpuxfer/p2/gguf.ab
     echo "$(sha256sum < "$model" | cut -d' ' -f1)  $MODEL" > .gpuxfer/p2/gguf.sha256
-    # The six tasks' dev sets, first EVAL_LIMIT items (0: all; the full sets need a third call: ~10 MB),
-    # and WikiText-2's validation text, beside the GGUF's second part.
+    # The six tasks' full dev sets and WikiText-2's validation text, beside the GGUF's second part.
     src=${DUET_DATA_SRC:-../shared/data}
     [[ -d $src ]] || src=/work/shared/data
-    for task in hellaswag piqa arc_easy arc_challenge winogrande lambada_openai; do
-      mkdir -p ".gpuxfer/p2/data/$task"
-      if [[ $EVAL_LIMIT == 0 ]]; then cp "$src/$task/dev.jsonl" ".gpuxfer/p2/data/$task/"
-      else head -n "$EVAL_LIMIT" "$src/$task/dev.jsonl" > ".gpuxfer/p2/data/$task/dev.jsonl"; fi
-    done
-    mkdir -p .gpuxfer/p2/data/wikitext2 && cp "$src/wikitext2/valid.txt" .gpuxfer/p2/data/wikitext2/
+    tar -cJf .gpuxfer/p2/data.tar.xz -C "$src" wikitext2/valid.txt $(for t in $TASKS; do echo "$t/dev.jsonl"; done)
     du -sb .gpuxfer/*
     ;;
   call1)
@@ -145,19 +171,31 @@ case $mode in
     ;;
   call2)
     cp .gpuxfer/p2/gguf.ab /tmp/m/ && cat /tmp/m/gguf.aa /tmp/m/gguf.ab > "$MODEL" &&
-      sha256sum -c .gpuxfer/p2/gguf.sha256 || exit 9
+      sha256sum -c .gpuxfer/p2/gguf.sha256 && mkdir -p "$DATA" && tar -xJf .gpuxfer/p2/data.tar.xz -C "$DATA" || exit 9
     gpu_env
-    for plan in $PLANS; do heal_plan "$plan"; done
-    [[ ${PEER:-1} == 1 ]] && local_peer  # PEER=0 when call 1 already timed the pair on this machine
-    if [[ $EVAL == 1 ]]; then
-      run_eval baseline -m "$MODEL"
-      for plan in $PLANS; do
-        name=$(basename "$plan" .txt)
-        run_eval "$name" -m "$MODEL" --lp-plan "$plan"
-        [[ -f $WORK/healed_$name.gguf ]] && run_eval "healed_$name" -m "$WORK/healed_$name.gguf"
-      done
-    fi
+    SECONDS=0
+    set -- $PLANS
+    echo "== duet heal, local then global, $TOKENS tokens per stage; $(basename "$1" .txt) alone (timed)"
+    heal_plan "$1" local,global "$(basename "$1" .txt)"
+    shift
+    echo "== the other plans side by side, then every plan's local stage alone, side by side"
+    cmds=()
+    for p in "$@"; do cmds+=("heal_plan $p local,global $(basename "$p" .txt)"); done
+    side_by_side "${cmds[@]}"
+    cmds=()
+    for p in $PLANS; do cmds+=("heal_plan $p local $(basename "$p" .txt)_local"); done
+    side_by_side "${cmds[@]}"
+    echo "== eval (six full dev sets, WikiText-2 valid): baseline, each plan unhealed, healed local, healed local+global"
+    cmds=("run_eval baseline -m $MODEL")
+    for p in $PLANS; do
+      n=$(basename "$p" .txt)
+      cmds+=("run_eval $n -m $MODEL --lp-plan $p")
+      for h in "${n}_local" "$n"; do [[ -f $WORK/healed_$h.gguf ]] && cmds+=("run_eval healed_$h -m $WORK/healed_$h.gguf"); done
+    done
+    side_by_side "${cmds[@]}"
+    cat "$WORK"/results_*.jsonl > "$OUT/heal_results.jsonl"
     tar -czf "$OUT/heal_logs.tgz" -C "$WORK" --exclude='*.gguf' --exclude='*.ckpt' . 2>/dev/null
+    python3 tools/gpu/heal_table.py "$OUT/heal_results.jsonl" | tee "$OUT/heal_table.md"
     ;;
   *)
     sed -n 2,22p "$0"
