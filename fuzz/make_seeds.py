@@ -180,10 +180,30 @@ def plan_seeds():
     write("lp_plan", "mixed.txt", "# a plan\n0:4  # two pairs\n8, 12,14\n\n")
 
 
+def request_seeds():
+    """Server request bodies; the first byte picks the endpoint: '0' completions, '1' chat."""
+    completions = [
+        {"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0},
+        {"prompt": ["a", "b c"], "max_tokens": 4, "n": 2, "stop": ["\n", "."], "seed": 7, "top_p": 0.9, "top_k": 40},
+        {"prompt": [1, 2, 3], "max_tokens": 0, "echo": True, "logprobs": 5},
+        {"prompt": [[4, 5], [6]], "stream": True, "stream_options": {"include_usage": True}, "model": "duet"},
+    ]
+    chats = [
+        {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 16},
+        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "Why?"}]}],
+         "logprobs": True, "top_logprobs": 3, "stream": True, "max_completion_tokens": 5, "stop": "x"},
+    ]
+    for i, body in enumerate(completions):
+        write("request", f"completion_{i}.bin", "0" + json.dumps(body))
+    for i, body in enumerate(chats):
+        write("request", f"chat_{i}.bin", "1" + json.dumps(body, ensure_ascii=False))
+    write("request", "chat_utf8.bin", "1" + json.dumps({"messages": [{"role": "user", "content": "caf\u00e9 \u2603"}]}, ensure_ascii=False))
+
+
 def main():
     if SEEDS.exists():
         for target in ("safetensors", "safetensors_index", "hf_config", "tokenizer_json", "tokenizer_encode",
-                       "chat_template", "lp_plan"):
+                       "chat_template", "lp_plan", "request"):
             shutil.rmtree(SEEDS / target, ignore_errors=True)
     for target in ("hf_config", "lp_plan"):
         (SEEDS / target).mkdir(parents=True, exist_ok=True)
@@ -194,6 +214,7 @@ def main():
     encode_seeds()
     chat_seeds()
     plan_seeds()
+    request_seeds()
 
 
 if __name__ == "__main__":
