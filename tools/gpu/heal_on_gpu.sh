@@ -1,5 +1,6 @@
 #!/bin/bash
-# Healing SmolLM2-135M on the GPU machine (`duet heal --device cuda`), in two device calls, from the
+# Healing SmolLM2-135M on the GPU machine (`duet heal --device cuda`), in two device calls (and the 7B
+# local stage's throughput in a third), from the
 # repository root. The GPU image has CUDA and PyTorch but not OpenBLAS, PCRE2, CLI11 or gtest, so the
 # Release CUDA build happens here and travels as binaries (docs/cuda.md, "Running on the GPU machine"):
 #
@@ -12,12 +13,17 @@
 #            PEER=0 EVAL=1 tools/gpu/heal_on_gpu.sh call2
 #            (rejoins the GGUF; heals plans/smollm2_135m_searched_{4,8}.txt, local then global; PEER=1
 #            times the throughput pair again; EVAL=1 evaluates baseline / LP / healed)
+#   7B:      carry [".gpuxfer/bin"]: tools/gpu/heal_on_gpu.sh call7b   (~3 minutes, no model needed)
+#            (duet_cuda_tests' training tests, then the local stage on random weights of SHAPE7B
+#            (llama2-7b) with PAIRS7B (14:28), batch 8 x 256 tokens: duet's tokens/s and peak GPU memory,
+#            the PyTorch peer's on the same shapes, and a table with the ratio last)
 #
 # Per plan and stage it reports tokens/s and wall time (from the heal JSON log), the data generation
 # time, KL to the original on held-out generated text before/after, and, when EVAL=1, `duet eval
 # --device cuda` on the six tasks' dev sets (EVAL_LIMIT items each; 0 = all) and `duet ppl` on
 # WikiText-2 for baseline, LP and the healed model (the deci GGUF `duet heal` writes).
-# Knobs: TOKENS (per stage, default 524288), SEQ_LEN (256), BATCH (8), LR (1e-4), EVAL (0), EVAL_LIMIT (500).
+# Knobs: TOKENS (per stage, default 524288), SEQ_LEN (256), BATCH (8), LR (1e-4), EVAL (0), EVAL_LIMIT (500),
+# SHAPE7B (llama2-7b), PAIRS7B (14:28), STEPS7B (16).
 set -u -o pipefail
 mode=${1:-}
 BIN=${DUET_GPU_BIN:-/tmp/gpubin}
@@ -32,6 +38,9 @@ LR=${LR:-1e-4}
 EVAL=${EVAL:-0}
 EVAL_LIMIT=${EVAL_LIMIT:-500}
 PLANS=${PLANS:-"plans/smollm2_135m_searched_4.txt plans/smollm2_135m_searched_8.txt"}
+SHAPE7B=${SHAPE7B:-llama2-7b}
+PAIRS7B=${PAIRS7B:-14:28}
+STEPS7B=${STEPS7B:-16}
 
 gpu_env() {
   mkdir -p "$OUT" "$WORK"
@@ -91,6 +100,37 @@ local_peer() {
   done
 }
 
+# The local stage of a 7B shape (random weights): duet's throughput test, then the PyTorch peer, each under a
+# timeout that keeps the call within its 10 minutes; a table of the two and their ratio last.
+local_7b() {
+  echo "== duet local stage, $SHAPE7B, pairs $PAIRS7B, batch $BATCH x $SEQ_LEN, $STEPS7B steps (first 4 untimed)"
+  DUET_HEAL_SHAPE=$SHAPE7B DUET_HEAL_PAIRS=$PAIRS7B DUET_HEAL_STAGES=local DUET_HEAL_STEPS=$STEPS7B \
+    timeout 270 "$BIN/duet_cuda_tests" --gtest_also_run_disabled_tests --gtest_filter='TrainCudaBench.*' \
+    > "$WORK/duet_7b.log" 2>&1
+  echo "exit $?"
+  grep -E '^\{' "$WORK/duet_7b.log" | tee -a "$WORK/heal_7b.jsonl"
+  grep -E 'Failure|FAILED|error' "$WORK/duet_7b.log" | head -n 8
+  echo "== PyTorch peer, same shapes"
+  PYTHONUNBUFFERED=1 timeout 180 python3 bench/heal_torch_peer.py --shape "$SHAPE7B" --pairs "$PAIRS7B" \
+    --batch "$BATCH" --seq-len "$SEQ_LEN" --steps 10 --warmup 3 --json "$WORK/heal_7b.jsonl" 2>&1 | tail -n 3
+  echo "exit $?"
+  python3 - "$WORK/heal_7b.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+duet = next((r for r in rows if r.get("engine") == "duet"), None)
+torch = next((r for r in rows if r.get("peer") == "torch"), None)
+print("| engine | shape | pairs | batch x seq | ms/step | tokens/s | peak GPU GiB |")
+print("|---|---|---|---|---|---|---|")
+# duet: the device's use (cudaMemGetInfo, CUDA context included); torch: its allocator's peak pool.
+for name, r, peak in (("duet", duet, "peak_gib"), ("torch", torch, "peak_reserved_gib")):
+    if r:
+        print(f"| {name} | {r['shape']} | {r['pairs']} | {r['batch']} x {r['seq_len']} | {r['ms_per_step']:.1f} | "
+              f"{r['tokens_per_s']:.0f} | {r.get(peak, float('nan')):.1f} of {r.get('gpu_gib', float('nan')):.1f} |")
+if duet and torch:
+    print(f"duet / torch tokens/s: {duet['tokens_per_s'] / torch['tokens_per_s']:.2f}x ({torch.get('device', '?')})")
+PY
+}
+
 run_eval() {  # name, then model options
   local name=$1
   shift
@@ -143,6 +183,15 @@ case $mode in
     local_peer
     tar -czf "$OUT/heal_logs_call1.tgz" -C "$WORK" --exclude='*.gguf' --exclude='*.ckpt' . 2>/dev/null
     ;;
+  call7b)
+    tar -xJf .gpuxfer/bin/gpubin.tar.xz && rm -rf "$BIN" && cp -r .gpubin "$BIN" || exit 9
+    gpu_env
+    echo "== duet_cuda_tests: training (recomputation, partial uploads, the healer's phases)"
+    DUET_SOURCE_DIR=$PWD timeout 120 "$BIN/duet_cuda_tests" --gtest_filter='TrainCuda*' 2>&1 |
+      tee "$WORK/train_cuda_tests.log" | grep -E "^\[ +(OK|PASSED|FAILED) |Failure" | head -n 40
+    local_7b
+    tar -czf "$OUT/heal_logs_7b.tgz" -C "$WORK" --exclude='*.gguf' --exclude='*.ckpt' . 2>/dev/null
+    ;;
   call2)
     cp .gpuxfer/p2/gguf.ab /tmp/m/ && cat /tmp/m/gguf.aa /tmp/m/gguf.ab > "$MODEL" &&
       sha256sum -c .gpuxfer/p2/gguf.sha256 || exit 9
@@ -160,7 +209,7 @@ case $mode in
     tar -czf "$OUT/heal_logs.tgz" -C "$WORK" --exclude='*.gguf' --exclude='*.ckpt' . 2>/dev/null
     ;;
   *)
-    sed -n 2,22p "$0"
+    sed -n 2,28p "$0"
     exit 2
     ;;
 esac
