@@ -387,7 +387,8 @@ TEST_F(TrainCuda, RecomputedGradientsMatchKeptAndCpu) {
       const bool atomics = t.name.find("_norm") != std::string::npos;
       if (atomics) EXPECT_LE(rel_err(slice(grads[1]), slice(grads[0])), kFp32);
       else EXPECT_EQ(slice(grads[1]), slice(grads[0]));
-      EXPECT_LE(rel_err(slice(grads[1]), slice(cpu_grads)), kTf32);
+      // Through the logits' product and three layers' backward, TF32 products in a chain: twice one product's.
+      EXPECT_LE(rel_err(slice(grads[1]), slice(cpu_grads)), 2 * kTf32);
     }
   }
 }
