@@ -583,7 +583,8 @@ TEST(TrainCudaBench, DISABLED_StagesTokensPerSecond) {
   size_t free = 0, total = 0;
   for (Stage stage : *stages) {
     const auto stage_start = std::chrono::steady_clock::now();
-    auto lp = apply_lp_plan(original, *plan);
+    // The same weights again (bench_weights is deterministic), moved into the plan: no copy of the original.
+    auto lp = apply_lp_plan(bench_weights(shape->config), *plan);
     ASSERT_TRUE(lp.ok()) << lp.message();
     HealOptions o;
     o.stages = {stage};
