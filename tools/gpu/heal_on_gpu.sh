@@ -104,6 +104,7 @@ local_peer() {
 # timeout that keeps the call within its 10 minutes; a table of the two and their ratio last.
 local_7b() {
   echo "== duet local stage, $SHAPE7B, pairs $PAIRS7B, batch $BATCH x $SEQ_LEN, $STEPS7B steps (first 4 untimed)"
+  rm -f "$WORK/heal_7b.jsonl"
   DUET_HEAL_SHAPE=$SHAPE7B DUET_HEAL_PAIRS=$PAIRS7B DUET_HEAL_STAGES=local DUET_HEAL_STEPS=$STEPS7B \
     timeout 270 "$BIN/duet_cuda_tests" --gtest_also_run_disabled_tests --gtest_filter='TrainCudaBench.*' \
     > "$WORK/duet_7b.log" 2>&1
