@@ -371,6 +371,7 @@ TEST_F(TrainCuda, RecomputedGradientsMatchKeptAndCpu) {
                                          : model.saved_bytes(gparams.ptr(), B, T);
       EXPECT_EQ(model.held_bytes(), expected) << "recompute " << recompute;
       logits.emplace_back(dlogits.size());
+      ASSERT_EQ(cudaStreamSynchronize(ctx.stream), cudaSuccess);
       ASSERT_EQ(cudaMemcpy(logits.back().data(), model.logits(), dlogits.size() * 4, cudaMemcpyDeviceToHost),
                 cudaSuccess);
       ASSERT_EQ(cudaMemcpy(model.dlogits(), dlogits.data(), dlogits.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
@@ -411,6 +412,7 @@ TEST_F(TrainCuda, PartialUploadGivesTheSameHiddenStates) {
     std::vector<gpu::DeviceArray<float>> out;
     gpu::ForwardWorkspace ws;
     ASSERT_TRUE(gpu::hidden_states(ctx, weights, gtokens.get(), B, T, {1, 3}, out, ws).ok());
+    ASSERT_EQ(cudaStreamSynchronize(ctx.stream), cudaSuccess);
     for (const gpu::DeviceArray<float>& o : out) {
       states.emplace_back(static_cast<size_t>(B) * T * c.dim);
       ASSERT_EQ(cudaMemcpy(states.back().data(), o.get(), states.back().size() * 4, cudaMemcpyDeviceToHost),
