@@ -2,14 +2,17 @@
 """PyTorch peer of `duet heal`'s local stage: the same step, same shapes, on the same GPU.
 
 One optimizer step of the local stage, as duet runs it (src/train/heal.h): the frozen original model
-(random bf16 weights of the SmolLM2-135M shape) runs B sequences of T tokens up to the highest pair
-boundary, keeping the hidden states entering layer i and leaving layer i+1 of every LP pair; each wide
+(random bf16 weights of a bench shape: --shape, as `duet bench`'s and the DUET_HEAL_SHAPE of duet's
+throughput test) runs B sequences of T tokens up to the highest pair boundary (only the layers below it
+exist on the GPU, as in duet's local stage), keeping the hidden states entering layer i and leaving layer i+1 of every LP pair; each wide
 layer (2H heads, 2Hkv KV heads, 2F FFN, folded norms: the pair merged as duet merges it) maps the first
 to the second under autocast bf16 (fp32 master weights), loss = the target-normalised MSE per sequence,
 backward, then one fused AdamW step over all wide layers. Timed with CUDA events after warmup; prints
-and writes tokens/s (B*T per step). Eager PyTorch, F.scaled_dot_product_attention (flash) for attention.
+and writes tokens/s (B*T per step) and the peak GPU memory (PyTorch's reserved pool; the device's use
+by cudaMemGetInfo). Eager PyTorch, F.scaled_dot_product_attention (flash) for attention.
 
 Usage: python3 bench/heal_torch_peer.py --pairs 4,6,17,25 --batch 8 --seq-len 256 --json out.json
+       python3 bench/heal_torch_peer.py --shape llama2-7b --pairs 14:28 --steps 10
 """
 import argparse
 import json
@@ -19,9 +22,25 @@ import time
 import torch
 import torch.nn.functional as F
 
-SHAPES = {  # L, D, H, Hkv, F, V, theta
+SHAPES = {  # L, D, H, Hkv, F, V, theta: src/runtime/bench_shapes.cpp's
     "smollm2-135m": (30, 576, 9, 3, 1536, 49152, 1e5),
+    "llama2-7b": (32, 4096, 32, 32, 11008, 32000, 1e4),
+    "llama3-8b": (32, 4096, 32, 8, 14336, 128256, 5e5),
 }
+
+
+def parse_pairs(text, L):
+    """An LP plan as duet reads one: "A:B" (pairs A, A+2, .., B-2) or a list of pairs' first layers."""
+    if ":" in text:
+        a, b = (int(x) for x in text.split(":"))
+        if b <= a or (b - a) % 2:
+            raise SystemExit(f"bad LP range {text}: END must exceed START by an even number")
+        pairs = list(range(a, b, 2))
+    else:
+        pairs = sorted(int(p) for p in text.split(",") if p.strip())
+    if not pairs or pairs[0] < 0 or pairs[-1] + 2 > L or any(q - p < 2 for p, q in zip(pairs, pairs[1:])):
+        raise SystemExit(f"bad LP plan {text} for {L} layers")
+    return pairs
 
 
 def rope_tables(T, Dh, theta, device):
@@ -61,7 +80,7 @@ class Layer(torch.nn.Module):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shape", default="smollm2-135m")
+    ap.add_argument("--shape", default="smollm2-135m", choices=sorted(SHAPES))
     ap.add_argument("--pairs", default="4,6,17,25")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=256)
@@ -74,15 +93,15 @@ def main():
     Dh = D // H
     dev = a.device
     torch.manual_seed(0)
-    pairs = [int(p) for p in a.pairs.split(",")]
-    with torch.no_grad():
-        frozen = [Layer(D, H, Hkv, Fd, Dh, torch.bfloat16, dev).requires_grad_(False) for _ in range(L)]
+    pairs = parse_pairs(a.pairs, L)
+    last = max(pairs) + 2
+    with torch.no_grad():  # the layers the local stage runs: those below the last pair's target boundary
+        frozen = [Layer(D, H, Hkv, Fd, Dh, torch.bfloat16, dev).requires_grad_(False) for _ in range(last)]
         embd = torch.randn(V, D, device=dev, dtype=torch.bfloat16)
     wide = [Layer(D, 2 * H, 2 * Hkv, 2 * Fd, Dh, torch.float32, dev) for _ in pairs]
     params = [p for w in wide for p in w.parameters()]
     opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.0, fused=dev == "cuda")
     cos, sin = rope_tables(a.seq_len, Dh, theta, dev)
-    last = max(pairs) + 2
 
     def step():
         tokens = torch.randint(0, V, (a.batch, a.seq_len), device=dev)
@@ -123,6 +142,10 @@ def main():
     row = {"peer": "torch", "stage": "local", "shape": a.shape, "pairs": a.pairs, "batch": a.batch,
            "seq_len": a.seq_len, "ms_per_step": ms, "tokens_per_s": tps, "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
            "torch": torch.__version__}
+    if dev == "cuda":
+        free, total = torch.cuda.mem_get_info()
+        row.update(peak_reserved_gib=round(torch.cuda.max_memory_reserved() / 2**30, 2),
+                   in_use_gib=round((total - free) / 2**30, 2), gpu_gib=round(total / 2**30, 2))
     print(json.dumps(row))
     if a.json:
         with open(a.json, "a") as f:

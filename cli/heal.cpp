@@ -39,6 +39,7 @@ struct HealCliOptions {
   int64_t max_steps = 0;
   std::string log;
   int micro_batch = 8;
+  std::string recompute = "auto";
 };
 
 // Documents the original model writes at once on the GPU (decode batch of the data generation).
@@ -66,6 +67,9 @@ void run(const HealCliOptions& o) {
   if (cuda) fail("duet heal --device cuda: this build has no CUDA backend (built without nvcc); use --device cpu");
 #endif
   const std::vector<train::Stage> stages = value_or_fail(train::parse_stages(o.stages));
+  if (o.recompute != "auto" && o.recompute != "on" && o.recompute != "off") {
+    fail(str_cat("--recompute ", o.recompute, ": expected auto, on or off"));
+  }
   const ExportType type = value_or_fail(parse_export_type(o.export_type));
   const LpPlan plan = value_or_fail(o.model.plan());
   if (plan.empty()) fail("duet heal needs an LP plan (--lp, --lp-pairs or --lp-plan): it trains the wide layers");
@@ -98,6 +102,8 @@ void run(const HealCliOptions& o) {
   h.save_every = o.save_every;
   h.resume = o.resume;
   h.max_steps = o.max_steps;
+  h.recompute = o.recompute == "on" ? train::Recompute::On : o.recompute == "off" ? train::Recompute::Off
+                                                                               : train::Recompute::Auto;
   h.identity = run_identity(o, plan);
   if (o.resume) value_or_fail(train::load_resume_checkpoint(h));  // fail before the data is generated
 
@@ -165,7 +171,7 @@ void run(const HealCliOptions& o) {
                             {"last_loss", st.last_loss}});
   }
   const nlohmann::json done = {{"kl_before", kl_before}, {"kl_after", kl_after}, {"tokens_trained", result.tokens_trained},
-                               {"stages", stage_losses}};
+                               {"stages", stage_losses}, {"recomputed", result.recomputed}};
   nlohmann::json event = done;
   event["event"] = "done";
   log_line(event);
@@ -205,6 +211,10 @@ void add_heal_command(CLI::App& app) {
   cmd->add_option("--log", o->log, "JSON-lines log (data, every step, the result)");
   cmd->add_option("--micro-batch", o->micro_batch, "--device cuda: sequences per forward/backward on the GPU (of --batch)")
       ->capture_default_str()->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--recompute", o->recompute, "global/lm stages: recompute each layer's forward in the backward "
+                                               "instead of keeping its activations (on, off, auto: --device cuda "
+                                               "when they would not fit the GPU)")
+      ->capture_default_str();
   cmd->callback([o] { run(*o); });
 }
 

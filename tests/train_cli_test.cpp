@@ -45,6 +45,7 @@ TEST_F(HealCliTest, RejectsBadPlansAndOptions) {
   expect_one_line_error(heal("--lp-pairs 0 --seq-len 100000" + out_), "exceeds the model's context");
   expect_one_line_error(heal("--lp-pairs 0 --tokens 100 --seq-len 32 --batch 8" + out_), "less than one step");
   expect_one_line_error(heal("--lp-pairs 0 --stage local,fancy" + out_), "unknown stage 'fancy'");
+  expect_one_line_error(heal("--lp-pairs 0 --recompute sometimes" + out_), "--recompute");
   // CI has no GPU: a CUDA build finds none, a build without nvcc has no backend; both say so.
   expect_one_line_error(heal("--lp-pairs 0 --device cuda" + out_), "use --device cpu");
   expect_one_line_error(heal("--lp-pairs 0 -o /nonexistent/dir/healed.gguf"), "does not exist");

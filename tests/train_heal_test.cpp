@@ -115,6 +115,28 @@ TEST_F(Heal, GlobalAndLmStagesLowerTheirLosses) {
   }
 }
 
+// --recompute on: the global stage's steps give the same losses and the same healed weights, bit for bit, as
+// keeping the activations, and the result says it recomputed.
+TEST_F(Heal, RecomputeHealsTheSameWeights) {
+  std::vector<std::vector<float>> weights;
+  std::vector<std::vector<float>> losses(2);
+  for (Recompute r : {Recompute::Off, Recompute::On}) {
+    Models m = tiny_models();
+    const TrainData data = tiny_data(m, 12);
+    HealOptions o = tiny_options(Stage::Global, &losses[weights.size()]);
+    o.recompute = r;
+    auto result = heal(m.original.weights, m.lp.weights, data, o);
+    ASSERT_TRUE(result.ok()) << result.message();
+    EXPECT_EQ(result->recomputed, r == Recompute::On);
+    const ParamLayout layout = param_layout(m.lp.weights, {0});
+    weights.emplace_back(layout.total);
+    gather_params(m.lp.weights, layout, weights.back().data());
+  }
+  ASSERT_EQ(losses[0].size(), 3u);
+  EXPECT_EQ(losses[0], losses[1]);
+  EXPECT_EQ(weights[0], weights[1]);
+}
+
 // An interrupted run resumed from its checkpoint ends with the same weights as an uninterrupted one.
 TEST_F(Heal, ResumeContinuesAtTheSavedStep) {
   const std::string dir = test::temp_dir("heal_resume");

@@ -189,5 +189,57 @@ TEST_F(TrainModelGradients, GlobalAndLmMatchFiniteDifferences) {
   }
 }
 
+// Recomputation (TrainModel's recompute, which --recompute and the GPU's memory rule turn on) keeps each
+// layer's input and reruns its forward in the backward: the logits and every gradient must equal, bit for bit,
+// those of the model that kept the activations (the finite-difference test above checks that one), on two
+// forward/backward rounds (the second reuses the buffers).
+TEST_F(TrainModelGradients, RecomputeGivesTheSameGradientsBitForBit) {
+  for (const Family& f : families()) {
+    SCOPED_TRACE(f.name);
+    const ModelWeights lp = lp_model(f.config, 9);
+    const ParamLayout layout = param_layout(lp, wide_layers(lp));
+    std::vector<float> params(layout.total);
+    gather_params(lp, layout, params.data());
+    const std::vector<int32_t> tokens{5, 260, 31, 8, 77, 140, 2};
+    TrainModel kept(lp, layout, kT), recomputed(lp, layout, kT, /*recompute=*/true);
+    std::vector<float> grads_kept(layout.total, 0.0f), grads_recomputed(layout.total, 0.0f);
+    for (int round = 0; round < 2; ++round) {
+      std::vector<float> logits_kept, logits_recomputed;
+      kept.forward(params.data(), tokens.data(), kT, logits_kept);
+      recomputed.forward(params.data(), tokens.data(), kT, logits_recomputed);
+      ASSERT_EQ(logits_kept, logits_recomputed);
+      const std::vector<float> dlogits = randn(logits_kept.size(), 40 + round);
+      kept.backward(params.data(), dlogits.data(), grads_kept.data());
+      recomputed.backward(params.data(), dlogits.data(), grads_recomputed.data());
+      EXPECT_EQ(grads_kept, grads_recomputed) << "round " << round;
+      EXPECT_GT(dot(grads_kept, grads_kept), 0.0);
+    }
+  }
+}
+
+// layer_activation_floats (the GPU healer's memory rule) counts exactly what a layer's forward keeps.
+TEST_F(TrainLayer, ActivationFloatsCountWhatTheForwardKeeps) {
+  for (const Family& f : families()) {
+    SCOPED_TRACE(f.name);
+    const ModelWeights lp = lp_model(f.config, 11);
+    const RopeBuffers rope(lp.config, kT);
+    const std::vector<float> x = randn(static_cast<size_t>(kT) * f.config.dim, 12);
+    std::vector<float> out(x.size());
+    for (int l : {1, 2}) {  // a plain layer and the wide one
+      const LayerSpec spec = layer_spec(lp.layers[l]);
+      LayerActs a;
+      layer_forward(lp.config, rope.table(), spec, x.data(), kT, a, out.data());
+      size_t kept = 0;
+      for (const std::vector<float>* v : {&a.x, &a.rstd1, &a.xn1, &a.q_lin, &a.k_lin, &a.q_rstd, &a.k_rstd, &a.q,
+                                          &a.k, &a.v, &a.att, &a.attn_y, &a.h, &a.rstd2, &a.xn2, &a.gate, &a.up,
+                                          &a.act}) {
+        kept += v->size();
+      }
+      EXPECT_EQ(layer_activation_floats(lp.config, spec, 1, kT), static_cast<int64_t>(kept)) << "layer " << l;
+      EXPECT_EQ(layer_activation_floats(lp.config, spec, 3, kT), 3 * static_cast<int64_t>(kept)) << "layer " << l;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace duet::train

@@ -44,6 +44,8 @@ class Healer {
 
   Result<HealResult> run() {
     HealResult result;
+    result.recomputed = o_.recompute == Recompute::On &&
+                        std::any_of(o_.stages.begin(), o_.stages.end(), [](Stage s) { return s != Stage::Local; });
     DUET_ASSIGN_OR_RETURN(result.kl_before, mean_kl(original_, lp_, data_.heldout));
     int first_stage = 0;
     int64_t first_step = 0;
@@ -123,7 +125,7 @@ class Healer {
   double accumulate(Stage stage, const std::vector<int32_t>& tokens, float scale) {
     const int T = static_cast<int>(tokens.size());
     if (stage == Stage::Local) return accumulate_local(tokens.data(), T, scale);
-    if (!model_) model_ = std::make_unique<TrainModel>(lp_, layout_, T_);
+    if (!model_) model_ = std::make_unique<TrainModel>(lp_, layout_, T_, o_.recompute == Recompute::On);
     model_->forward(params_.data(), tokens.data(), T, logits_);
     dlogits_.assign(logits_.size(), 0.0f);
     const int V = lp_.config.vocab_size;

@@ -43,6 +43,13 @@ struct StepReport {
   double eta_seconds = 0;  // for the rest of this stage
 };
 
+// Activation memory of the global and lm stages: the backward reads every layer's activations from the lowest
+// trained layer up. Off keeps them all; On keeps only each layer's input and runs the layer's forward again in
+// the backward (the same gradients, bit for bit, for one more forward of those layers). Auto: --device cuda
+// turns it on when the kept activations would not fit the GPU's free memory; the CPU, which trains one
+// sequence at a time, keeps them.
+enum class Recompute { Auto, On, Off };
+
 struct HealOptions {
   std::vector<Stage> stages{Stage::Local};
   int batch = 8;              // sequences per optimizer step
@@ -56,6 +63,7 @@ struct HealOptions {
   int save_every = 0;           // steps between checkpoints (0: at the end of each stage only)
   bool resume = false;          // continue from checkpoint_path
   int64_t max_steps = 0;        // stop (with a checkpoint) after this many steps in this run; 0: run to the end
+  Recompute recompute = Recompute::Auto;
   std::string identity;         // the run's description; a resumed checkpoint must carry the same
   std::function<void(const StepReport&)> on_step;
 };
@@ -72,6 +80,7 @@ struct HealResult {
   int64_t tokens_trained = 0;  // tokens through the optimizer in this process
   double kl_before = 0;        // mean KL(original || model) on the held-out sequences, before and after
   double kl_after = 0;
+  bool recomputed = false;  // a global or lm stage recomputed activations in its backward
 };
 
 // The checkpoint a resumed run continues from: errors for a missing, corrupt or foreign file (another

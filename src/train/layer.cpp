@@ -64,6 +64,16 @@ LayerSpec layer_spec(const LayerWeights& layer, const ParamLayout& layout, const
 
 LayerGrads layer_grads(const ParamLayout& layout, float* flat, int index) { return views<float*>(layout, flat, index); }
 
+int64_t layer_activation_floats(const ModelConfig& c, const LayerSpec& L, int B, int T) {
+  const int64_t R = static_cast<int64_t>(B) * T, Q = static_cast<int64_t>(L.n_heads) * c.head_dim,
+                K = static_cast<int64_t>(L.n_kv_heads) * c.head_dim;
+  // x, xn1, h, xn2; rstd1, rstd2; q, attn_y; k, v; gate, up, act; att.
+  int64_t n = R * (4 * c.dim + 2 + 2 * Q + 2 * K + 3 * static_cast<int64_t>(L.ffn_dim)) +
+              static_cast<int64_t>(B) * L.n_heads * T * T;
+  if (L.w.attn_q_norm != nullptr) n += R * (Q + K + L.n_heads + L.n_kv_heads);  // q_lin, k_lin, q_rstd, k_rstd
+  return n;
+}
+
 void layer_forward(const ModelConfig& c, const cpu::RopeTable& table, const LayerSpec& L, const float* x, int T,
                    LayerActs& a, float* out) {
   DUET_CHECK(T <= table.positions);

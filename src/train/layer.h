@@ -6,6 +6,7 @@
 // Sequences start at position 0 (training rows are whole sequences, no cache).
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include "model/weights.h"
@@ -72,6 +73,10 @@ struct LayerActs {
   std::vector<float> up;      // [T, F]
   std::vector<float> act;     // [T, F] silu(gate) * up
 };
+
+// The floats a layer's saved activations (LayerActs, train/cuda's too) hold for B sequences of T tokens: what
+// the backward keeps per layer unless it recomputes the layer's forward from its input (TrainModel's recompute).
+int64_t layer_activation_floats(const ModelConfig& config, const LayerSpec& layer, int B, int T);
 
 // layer_forward: out [T,D] = the layer applied to x [T,D]; fills acts. `table` covers >= T positions.
 void layer_forward(const ModelConfig& config, const cpu::RopeTable& table, const LayerSpec& layer, const float* x,

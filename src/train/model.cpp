@@ -44,9 +44,9 @@ std::vector<std::vector<float>> hidden_states(const ModelWeights& weights, const
   return out;
 }
 
-TrainModel::TrainModel(const ModelWeights& weights, const ParamLayout& layout, int max_tokens)
+TrainModel::TrainModel(const ModelWeights& weights, const ParamLayout& layout, int max_tokens, bool recompute)
     : weights_(weights), layout_(layout), rope_(weights.config, max_tokens), trained_(weights.depth(), false),
-      acts_(weights.depth()) {
+      recompute_(recompute), acts_(recompute ? 0 : weights.depth()), inputs_(recompute ? weights.depth() : 0) {
   const std::vector<int> layers = layout.layers();
   DUET_CHECK(!layers.empty());
   for (int l : layers) trained_[l] = true;
@@ -65,8 +65,9 @@ void TrainModel::forward(const float* params, const int32_t* tokens, int T, std:
   std::vector<float> y(TD);
   embed(weights_, tokens, T, x_.data());
   for (int l = 0; l < weights_.depth(); ++l) {
-    LayerActs& acts = l >= first_trained_ ? acts_[l] : scratch_;
-    layer_forward(c, rope_.table(), spec(params, l), x_.data(), T, acts, y.data());
+    const bool saved = l >= first_trained_ && !recompute_;
+    if (l >= first_trained_ && recompute_) inputs_[l].assign(x_.begin(), x_.end());
+    layer_forward(c, rope_.table(), spec(params, l), x_.data(), T, saved ? acts_[l] : scratch_, y.data());
     x_.swap(y);
   }
   rstd_.resize(T);
@@ -80,14 +81,16 @@ void TrainModel::backward(const float* params, const float* dlogits, float* grad
   const ModelConfig& c = weights_.config;
   const int T = T_;
   const int64_t TD = static_cast<int64_t>(T) * c.dim;
-  std::vector<float> dxn(TD, 0.0f), dx(TD, 0.0f), dprev(TD);
+  std::vector<float> dxn(TD, 0.0f), dx(TD, 0.0f), dprev(TD), y(recompute_ ? TD : 0);
   matmul_backward(dlogits, xn_.data(), weights_.output_matrix().data.data(), dxn.data(), nullptr, nullptr, T,
                   c.vocab_size, c.dim);
   rms_norm_backward(dxn.data(), x_.data(), weights_.output_norm.data(), rstd_.data(), dx.data(), T, c.dim);
   for (int l = weights_.depth() - 1; l >= first_trained_; --l) {
     const LayerGrads g = trained_[l] ? layer_grads(layout_, grads, l) : LayerGrads{};
-    layer_backward(c, rope_.table(), spec(params, l), acts_[l], dx.data(), l > first_trained_ ? dprev.data() : nullptr,
-                   g);
+    const LayerSpec layer = spec(params, l);
+    if (recompute_) layer_forward(c, rope_.table(), layer, inputs_[l].data(), T, scratch_, y.data());
+    layer_backward(c, rope_.table(), layer, recompute_ ? scratch_ : acts_[l], dx.data(),
+                   l > first_trained_ ? dprev.data() : nullptr, g);
     dx.swap(dprev);
   }
 }

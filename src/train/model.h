@@ -33,8 +33,10 @@ std::vector<std::vector<float>> hidden_states(const ModelWeights& weights, const
 class TrainModel {
  public:
   // `weights` (the LP model) must outlive this; the layers in `layout` read their weights from the flat buffers
-  // passed to forward/backward. Sequences up to `max_tokens` long.
-  TrainModel(const ModelWeights& weights, const ParamLayout& layout, int max_tokens);
+  // passed to forward/backward. Sequences up to `max_tokens` long. With `recompute`, the forward keeps only each
+  // layer's input from the lowest trained layer up and the backward runs each layer's forward again before its
+  // backward: the same gradients, bit for bit, for one layer's activations instead of all of them.
+  TrainModel(const ModelWeights& weights, const ParamLayout& layout, int max_tokens, bool recompute = false);
 
   // logits [T,V] of tokens [T]; saves the activations the backward reads.
   void forward(const float* params, const int32_t* tokens, int T, std::vector<float>& logits);
@@ -50,7 +52,9 @@ class TrainModel {
   std::vector<bool> trained_;   // [L]
   int first_trained_ = 0;       // layers below it need no saved activations
   int T_ = 0;
-  std::vector<LayerActs> acts_;  // [L], filled from first_trained_ up
+  bool recompute_ = false;
+  std::vector<LayerActs> acts_;             // [L], filled from first_trained_ up (without recompute_)
+  std::vector<std::vector<float>> inputs_;  // [L] of [T, D], from first_trained_ up (with recompute_)
   LayerActs scratch_;
   std::vector<float> x_;         // [T, D] the last layer's output
   std::vector<float> rstd_;      // [T]

@@ -2,13 +2,18 @@
 // src/train): every op's forward and backward on awkward sizes, B sequences at
 // once on the GPU against the CPU op run per sequence; a whole wide layer's
 // output and every weight gradient (llama, qwen2 with biases, qwen3 with q/k
-// norms); 10 AdamW steps of the local and of the global stage, loss by loss.
-// Runs only on a GPU (duet_cuda_tests).
+// norms); the whole LP model's gradients with activations kept and recomputed;
+// uploads of part of a model; 10 AdamW steps of the local and of the global
+// stage, loss by loss. Runs only on a GPU (duet_cuda_tests).
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <random>
+#include <thread>
 
 #include "model/lp_merge.h"
 #include "runtime/bench_shapes.h"
@@ -323,8 +328,106 @@ TEST_F(TrainCuda, WideLayerGradientsMatchCpu) {
   }
 }
 
+// The LP model's backward with the activations kept and recomputed (one TrainModel, recompute turned on after
+// a kept round, which gives the kept buffers back): the same logits and gradients, bit for bit, except the
+// qwen3 q/k norm gains whose gradients sum over rows with atomics (any order: fp32 rounding); both against
+// the CPU TrainModel run per sequence. The weights go up as the healer's global stage puts them (the trained
+// layer as gains only); held_bytes() must equal the estimates the memory rule reads.
+TEST_F(TrainCuda, RecomputedGradientsMatchKeptAndCpu) {
+  for (ModelConfig c : {test::tiny_llama_config(), test::tiny_qwen2_config(), test::tiny_qwen3_config()}) {
+    SCOPED_TRACE(arch_name(c.arch));
+    auto merged = apply_lp_plan(test::random_weights(c, 70), LpPlan{{2}});
+    ASSERT_TRUE(merged.ok()) << merged.message();
+    const ModelWeights lp = std::move(merged).value();
+    const int B = 2, T = 13, V = c.vocab_size;
+    const ParamLayout layout = param_layout(lp, wide_layers(lp));
+    std::vector<float> params(layout.total);
+    gather_params(lp, layout, params.data());
+    std::vector<int32_t> tokens(B * T);
+    std::mt19937_64 rng(71);
+    for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % V);
+    const std::vector<float> dlogits = randn(static_cast<size_t>(B) * T * V, 72);
+
+    std::vector<float> cpu_logits(dlogits.size()), cpu_grads(layout.total, 0.0f), logits_b;
+    TrainModel cpu(lp, layout, T, /*recompute=*/true);
+    for (int b = 0; b < B; ++b) {
+      cpu.forward(params.data(), tokens.data() + b * T, T, logits_b);
+      std::copy(logits_b.begin(), logits_b.end(), cpu_logits.begin() + static_cast<int64_t>(b) * T * V);
+      cpu.backward(params.data(), dlogits.data() + static_cast<int64_t>(b) * T * V, cpu_grads.data());
+    }
+
+    gpu::DeviceWeights weights;
+    ASSERT_TRUE(weights.upload(lp, T, gpu::whole_model(lp, &layout)).ok());
+    gpu::DeviceArray<int32_t> gtokens;
+    ASSERT_TRUE(gtokens.upload(tokens).ok());
+    Dev gparams(params);
+    gpu::TrainModel model(weights, layout);
+    std::vector<std::vector<float>> logits, grads;
+    for (bool recompute : {false, true}) {
+      model.set_recompute(recompute);
+      Dev ggrads(params.size());
+      ASSERT_TRUE(model.forward(ctx, gparams.ptr(), gtokens.get(), B, T).ok());
+      const int64_t expected = recompute ? static_cast<int64_t>(lp.depth() - 2) * B * T * c.dim * 4
+                                         : model.saved_bytes(gparams.ptr(), B, T);
+      EXPECT_EQ(model.held_bytes(), expected) << "recompute " << recompute;
+      logits.emplace_back(dlogits.size());
+      ASSERT_EQ(cudaStreamSynchronize(ctx.stream), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(logits.back().data(), model.logits(), dlogits.size() * 4, cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(model.dlogits(), dlogits.data(), dlogits.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_TRUE(model.backward(ctx, gparams.ptr(), ggrads.ptr()).ok());
+      grads.push_back(ggrads.get());
+    }
+    EXPECT_EQ(logits[0], logits[1]);
+    EXPECT_CLOSE(logits[1], cpu_logits, kTf32);
+    for (const ParamTensor& t : layout.tensors) {
+      SCOPED_TRACE(t.name);
+      auto slice = [&](const std::vector<float>& v) {
+        return std::vector<float>(v.begin() + t.offset, v.begin() + t.offset + t.numel());
+      };
+      const bool atomics = t.name.find("_norm") != std::string::npos;
+      if (atomics) EXPECT_LE(rel_err(slice(grads[1]), slice(grads[0])), kFp32);
+      else EXPECT_EQ(slice(grads[1]), slice(grads[0]));
+      // Through the logits' product and three layers' backward, TF32 products in a chain: twice one product's.
+      EXPECT_LE(rel_err(slice(grads[1]), slice(cpu_grads)), 2 * kTf32);
+    }
+  }
+}
+
+// Part of a model on the device (the local stage's upload: the layers below a boundary, no head) gives the
+// same hidden states as the whole model, bit for bit.
+TEST_F(TrainCuda, PartialUploadGivesTheSameHiddenStates) {
+  const ModelConfig c = test::tiny_llama_config();
+  const ModelWeights w = test::random_weights(c, 80);
+  const int B = 2, T = 9;
+  std::vector<int32_t> tokens(B * T);
+  std::mt19937_64 rng(81);
+  for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % c.vocab_size);
+  gpu::DeviceArray<int32_t> gtokens;
+  ASSERT_TRUE(gtokens.upload(tokens).ok());
+  std::vector<std::vector<float>> states;
+  for (bool whole : {true, false}) {
+    gpu::DeviceWeights weights;
+    ASSERT_TRUE(weights.upload(w, T, whole ? gpu::whole_model(w) : gpu::layers_below(w, 3)).ok());
+    std::vector<gpu::DeviceArray<float>> out;
+    gpu::ForwardWorkspace ws;
+    ASSERT_TRUE(gpu::hidden_states(ctx, weights, gtokens.get(), B, T, {1, 3}, out, ws).ok());
+    ASSERT_EQ(cudaStreamSynchronize(ctx.stream), cudaSuccess);
+    for (const gpu::DeviceArray<float>& o : out) {
+      states.emplace_back(static_cast<size_t>(B) * T * c.dim);
+      ASSERT_EQ(cudaMemcpy(states.back().data(), o.get(), states.back().size() * 4, cudaMemcpyDeviceToHost),
+                cudaSuccess);
+    }
+  }
+  EXPECT_EQ(states[0], states[2]);
+  EXPECT_EQ(states[1], states[3]);
+}
+
 // 10 optimizer steps of the local and of the global stage on the tiny llama fixture (pair 0): the GPU's
-// loss at every step against the CPU's, same data, same sequence order, same schedule.
+// loss at every step against the CPU's, same data, same sequence order, same schedule. The run passes
+// through every phase of the healer's uploads (held-out KL, the stage, held-out KL). The global stage runs
+// again with --recompute on: its losses follow the kept run's (the same gradients; the norm's reduction
+// order aside).
 TEST(TrainCudaHeal, TenStepsMatchCpuLosses) {
   const std::string path = test::source_dir() + "/tests/fixtures/tiny_arch/llama.gguf";
   auto original = load_model(path, LpPlan{});
@@ -337,7 +440,7 @@ TEST(TrainCudaHeal, TenStepsMatchCpuLosses) {
   auto data = build_train_data(original->weights, original->tokenizer, d);
   ASSERT_TRUE(data.ok()) << data.message();
   for (Stage stage : {Stage::Local, Stage::Global}) {
-    std::vector<float> cpu_losses, gpu_losses;
+    std::vector<float> cpu_losses, gpu_losses, recomputed_losses;
     HealOptions o;
     o.stages = {stage};
     o.batch = 4;
@@ -350,9 +453,19 @@ TEST(TrainCudaHeal, TenStepsMatchCpuLosses) {
       auto r = on_gpu ? heal_cuda(original->weights, lp->weights, *data, o, {3})  // micro-batches 3 + 1
                       : heal(original->weights, lp->weights, *data, o);
       ASSERT_TRUE(r.ok()) << r.message();
+      EXPECT_EQ(r->recomputed, o.recompute == Recompute::On);  // Auto: the tiny model's activations fit
+      EXPECT_GT(r->kl_before, 0.0);
     };
     run(false, cpu_losses);
     run(true, gpu_losses);
+    if (stage == Stage::Global) {
+      o.recompute = Recompute::On;
+      run(true, recomputed_losses);
+      ASSERT_EQ(recomputed_losses.size(), gpu_losses.size());
+      for (size_t s = 0; s < gpu_losses.size(); ++s) {
+        EXPECT_NEAR(recomputed_losses[s], gpu_losses[s], 1e-5 * gpu_losses[s]) << "step " << s + 1;
+      }
+    }
     ASSERT_EQ(gpu_losses.size(), 10u);
     ASSERT_EQ(cpu_losses.size(), 10u);
     for (int s = 0; s < 10; ++s) {
@@ -362,19 +475,106 @@ TEST(TrainCudaHeal, TenStepsMatchCpuLosses) {
   }
 }
 
+// Random weights of a bench shape, quickly (llama2-7b is 6.7e9 floats: test::random_weights would take
+// minutes of the device call): each tensor uniform with the variance of test::random_weights' normal ones
+// (scale^2; gains around 1), from its own splitmix64 stream, the layers filled on parallel threads. Speed does
+// not depend on the values.
+ModelWeights bench_weights(const ModelConfig& c) {
+  auto fill = [](std::vector<float>& v, int64_t n, float center, float scale, uint64_t seed) {
+    v.resize(n);
+    const float half_width = scale * std::sqrt(3.0f);
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (float& f : v) {
+      uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      z ^= z >> 31;
+      f = center + half_width * (static_cast<float>(z >> 40) * (2.0f / 16777216.0f) - 1.0f);
+    }
+  };
+  auto matrix = [&](Matrix& m, int64_t rows, int64_t cols, float scale, uint64_t seed) {
+    m.rows = rows;
+    m.cols = cols;
+    fill(m.data, rows * cols, 0.0f, scale, seed);
+  };
+  const int64_t D = c.dim, Hq = int64_t(c.n_heads) * c.head_dim, Hkv = int64_t(c.n_kv_heads) * c.head_dim;
+  const float s_in = 1.0f / std::sqrt(float(D)), s_attn = 1.0f / std::sqrt(float(Hq)),
+              s_ffn = 1.0f / std::sqrt(float(c.ffn_dim));
+  ModelWeights w;
+  w.config = c;
+  w.layers.resize(c.n_layers);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < c.n_layers; ++i) {
+    threads.emplace_back([&, i] {
+      LayerWeights& l = w.layers[i];
+      const uint64_t seed = 100 * (i + 1);
+      l.n_heads = c.n_heads;
+      l.n_kv_heads = c.n_kv_heads;
+      l.ffn_dim = c.ffn_dim;
+      l.source_layers = {i};
+      fill(l.attn_norm, D, 1.0f, 0.1f, seed);
+      matrix(l.attn_q, Hq, D, s_in, seed + 1);
+      matrix(l.attn_k, Hkv, D, s_in, seed + 2);
+      matrix(l.attn_v, Hkv, D, s_in, seed + 3);
+      if (c.qkv_bias) {
+        fill(l.attn_q_bias, Hq, 0.0f, 0.1f, seed + 4);
+        fill(l.attn_k_bias, Hkv, 0.0f, 0.1f, seed + 5);
+        fill(l.attn_v_bias, Hkv, 0.0f, 0.1f, seed + 6);
+      }
+      if (c.qk_norm) {
+        l.attn_q_norm.rows = c.n_heads;
+        l.attn_k_norm.rows = c.n_kv_heads;
+        l.attn_q_norm.cols = l.attn_k_norm.cols = c.head_dim;
+        fill(l.attn_q_norm.data, Hq, 1.0f, 0.1f, seed + 7);
+        fill(l.attn_k_norm.data, Hkv, 1.0f, 0.1f, seed + 8);
+      }
+      matrix(l.attn_out, D, Hq, s_attn, seed + 9);
+      fill(l.ffn_norm, D, 1.0f, 0.1f, seed + 10);
+      matrix(l.ffn_gate, c.ffn_dim, D, s_in, seed + 11);
+      matrix(l.ffn_up, c.ffn_dim, D, s_in, seed + 12);
+      matrix(l.ffn_down, D, c.ffn_dim, s_ffn, seed + 13);
+    });
+  }
+  matrix(w.token_embd, c.vocab_size, D, 1.0f, 1);
+  fill(w.output_norm, D, 1.0f, 0.1f, 2);
+  if (!c.tied_embeddings) matrix(w.output, c.vocab_size, D, s_in, 3);
+  for (std::thread& t : threads) t.join();
+  return w;
+}
+
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+
 // Throughput, not correctness (run with --gtest_also_run_disabled_tests; tools/gpu/heal_on_gpu.sh does):
-// the local and global stages of `duet heal --device cuda` on random weights of the smollm2-135m shape
-// with the pairs of DUET_HEAL_PAIRS (default plans/smollm2_135m_searched_4.txt's), batch 8 x 256 tokens,
-// micro-batch 8: the shapes bench/heal_torch_peer.py times. Prints one JSON line per stage.
-TEST(TrainCudaBench, DISABLED_SmolLM2StagesTokensPerSecond) {
-  auto shape = find_bench_shape("smollm2-135m");
+// stages of `duet heal --device cuda` on random weights of a bench shape, batch 8 x 256 tokens, micro-batch
+// 8: the shapes bench/heal_torch_peer.py times. The environment picks the run:
+//   DUET_HEAL_SHAPE   a bench shape (runtime/bench_shapes.h; default smollm2-135m)
+//   DUET_HEAL_PAIRS   its LP plan, "4,6,17,25" or "14:28" (default plans/smollm2_135m_searched_4.txt's for
+//                     smollm2-135m, else the shape's first bench plan)
+//   DUET_HEAL_STAGES  default local,global for smollm2-135m, local for the others (a 7B model's global
+//                     stage needs both float32 models and the optimizer state: more than 80 GB)
+//   DUET_HEAL_STEPS   optimizer steps per stage (default 24; the first 4 are warmup, not timed)
+// One JSON line per stage: tokens/s over the timed steps and the peak device memory in use (total - free by
+// cudaMemGetInfo after every step: weights, optimizer state, activations, the CUDA context).
+TEST(TrainCudaBench, DISABLED_StagesTokensPerSecond) {
+  const std::string shape_name = env_or("DUET_HEAL_SHAPE", "smollm2-135m");
+  auto shape = find_bench_shape(shape_name);
   ASSERT_TRUE(shape.ok()) << shape.message();
-  const char* env = std::getenv("DUET_HEAL_PAIRS");
-  const std::string pairs = env ? env : "4,6,17,25";
-  auto plan = parse_lp_pairs(pairs);
+  const bool smollm2 = shape_name == "smollm2-135m";
+  const std::string pairs = env_or("DUET_HEAL_PAIRS", smollm2 ? "4,6,17,25" : shape->lp_plans.front());
+  auto plan = parse_lp_plan_text(pairs);
   ASSERT_TRUE(plan.ok()) << plan.message();
-  const ModelWeights original = test::random_weights(shape->config, 1);
-  const int T = 256, batch = 8, steps = 24;
+  ASSERT_TRUE(validate_lp_plan(*plan, shape->config.n_layers).ok()) << pairs;
+  auto stages = parse_stages(env_or("DUET_HEAL_STAGES", smollm2 ? "local,global" : "local"));
+  ASSERT_TRUE(stages.ok()) << stages.message();
+  const int T = 256, batch = 8, steps = std::atoi(env_or("DUET_HEAL_STEPS", "24").c_str());
+  ASSERT_GE(steps, 6) << "DUET_HEAL_STEPS";
+  const auto build_start = std::chrono::steady_clock::now();
+  const ModelWeights original = bench_weights(shape->config);
+  const double build_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - build_start).count();
   TrainData data;
   std::mt19937_64 rng(2);
   for (int i = 0; i < batch * steps; ++i) {
@@ -382,25 +582,38 @@ TEST(TrainCudaBench, DISABLED_SmolLM2StagesTokensPerSecond) {
     for (int32_t& t : seq) t = static_cast<int32_t>(rng() % shape->config.vocab_size);
     data.train.push_back(std::move(seq));
   }
-  for (Stage stage : {Stage::Local, Stage::Global}) {
-    auto lp = apply_lp_plan(original, *plan);
+  size_t free = 0, total = 0;
+  for (Stage stage : *stages) {
+    const auto stage_start = std::chrono::steady_clock::now();
+    // The same weights again (bench_weights is deterministic), moved into the plan: no copy of the original.
+    auto lp = apply_lp_plan(bench_weights(shape->config), *plan);
     ASSERT_TRUE(lp.ok()) << lp.message();
     HealOptions o;
     o.stages = {stage};
     o.batch = batch;
     std::vector<StepReport> reports;
-    o.on_step = [&](const StepReport& r) { reports.push_back(r); };
+    size_t peak = 0;
+    o.on_step = [&](const StepReport& r) {
+      reports.push_back(r);
+      if (cudaMemGetInfo(&free, &total) == cudaSuccess) peak = std::max(peak, total - free);
+    };
     auto r = heal_cuda(original, *lp, data, o, {8});
     ASSERT_TRUE(r.ok()) << r.message();
+    ASSERT_EQ(reports.size(), static_cast<size_t>(steps));
     // Steps 5.. only: the first ones allocate, pick cuBLAS algorithms and warm the caches.
     const StepReport& warm = reports[4];
     const StepReport& last = reports.back();
     const double seconds_warm = static_cast<double>(warm.step) * batch * T / warm.tokens_per_second;
     const double seconds_last = static_cast<double>(last.step) * batch * T / last.tokens_per_second;
     const double tps = static_cast<double>(last.step - warm.step) * batch * T / (seconds_last - seconds_warm);
-    std::printf("{\"engine\": \"duet\", \"stage\": \"%s\", \"shape\": \"smollm2-135m\", \"pairs\": \"%s\", "
-                "\"batch\": %d, \"seq_len\": %d, \"ms_per_step\": %.3f, \"tokens_per_s\": %.0f}\n",
-                stage_name(stage), pairs.c_str(), batch, T, 1e3 * batch * T / tps, tps);
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - stage_start).count();
+    std::printf("{\"engine\": \"duet\", \"stage\": \"%s\", \"shape\": \"%s\", \"pairs\": \"%s\", "
+                "\"batch\": %d, \"seq_len\": %d, \"ms_per_step\": %.3f, \"tokens_per_s\": %.0f, "
+                "\"peak_gib\": %.2f, \"gpu_gib\": %.2f, \"recomputed\": %s, \"weights_build_s\": %.1f, "
+                "\"stage_wall_s\": %.1f}\n",
+                stage_name(stage), shape_name.c_str(), pairs.c_str(), batch, T, 1e3 * batch * T / tps, tps,
+                peak / 1073741824.0, total / 1073741824.0, r->recomputed ? "true" : "false", build_seconds, wall);
+    std::fflush(stdout);
   }
 }
 

@@ -1,5 +1,6 @@
 #!/bin/bash
-# Healing SmolLM2-135M on the GPU machine (`duet heal --device cuda`), in two device calls, from the
+# Healing SmolLM2-135M on the GPU machine (`duet heal --device cuda`), in two device calls (and the 7B
+# local stage's throughput in a third), from the
 # repository root. The GPU image has CUDA and PyTorch but not OpenBLAS, PCRE2, CLI11 or gtest, so the
 # Release CUDA build happens here and travels as binaries (docs/cuda.md, "Running on the GPU machine"):
 #
@@ -13,6 +14,10 @@
 #            (rejoins the GGUF; heals the PLANS, local then global, the first alone and timed, the others
 #            side by side; then the local stage alone for each plan; then evaluates baseline, LP and both
 #            healed models of every plan, side by side; results in $OUT/heal_results.jsonl)
+#   7B:      carry [".gpuxfer/bin"]: tools/gpu/heal_on_gpu.sh call7b   (~3 minutes, no model needed)
+#            (duet_cuda_tests' training tests, then the local stage on random weights of SHAPE7B
+#            (llama2-7b) with PAIRS7B (14:28), batch 8 x 256 tokens: duet's tokens/s and peak GPU memory,
+#            the PyTorch peer's on the same shapes, and a table with the ratio last)
 #
 # Per plan and stage it reports tokens/s and wall time (from the heal JSON log), the data generation
 # time, KL to the original on held-out generated text before/after, and `duet eval
@@ -20,7 +25,8 @@
 # the healed models (the deci GGUFs `duet heal` writes). The training text is the model's own
 # (`duet heal`'s default): no task file or WikiText-2 is read before the evaluation.
 # Knobs: TOKENS (per stage, default 524288), SEQ_LEN (256), BATCH (8), LR (1e-4), BUDGET_S (call 2's
-# seconds, default 560: what has not finished by then is left out of the results).
+# seconds, default 560: what has not finished by then is left out of the results),
+# SHAPE7B (llama2-7b), PAIRS7B (14:28), STEPS7B (16).
 set -u -o pipefail
 mode=${1:-}
 BIN=${DUET_GPU_BIN:-/tmp/gpubin}
@@ -35,6 +41,9 @@ LR=${LR:-1e-4}
 BUDGET_S=${BUDGET_S:-560}
 PLANS=${PLANS:-"plans/smollm2_135m_searched_8.txt plans/smollm2_135m_searched_4.txt plans/smollm2_135m_contiguous_4.txt plans/smollm2_135m_contiguous_8.txt"}
 TASKS="hellaswag piqa arc_easy arc_challenge winogrande lambada_openai"
+SHAPE7B=${SHAPE7B:-llama2-7b}
+PAIRS7B=${PAIRS7B:-14:28}
+STEPS7B=${STEPS7B:-16}
 
 gpu_env() {
   mkdir -p "$OUT" "$WORK"
@@ -96,6 +105,38 @@ local_peer() {
     PYTHONUNBUFFERED=1 python3 bench/heal_torch_peer.py --pairs "$pairs" --batch "$BATCH" --seq-len "$SEQ_LEN" \
       --json "$WORK/heal_throughput.jsonl" 2>&1 | tail -n 2 || echo "torch peer failed"
   done
+}
+
+# The local stage of a 7B shape (random weights): duet's throughput test, then the PyTorch peer, each under a
+# timeout that keeps the call within its 10 minutes; a table of the two and their ratio last.
+local_7b() {
+  echo "== duet local stage, $SHAPE7B, pairs $PAIRS7B, batch $BATCH x $SEQ_LEN, $STEPS7B steps (first 4 untimed)"
+  rm -f "$WORK/heal_7b.jsonl"
+  DUET_HEAL_SHAPE=$SHAPE7B DUET_HEAL_PAIRS=$PAIRS7B DUET_HEAL_STAGES=local DUET_HEAL_STEPS=$STEPS7B \
+    timeout 270 "$BIN/duet_cuda_tests" --gtest_also_run_disabled_tests --gtest_filter='TrainCudaBench.*' \
+    > "$WORK/duet_7b.log" 2>&1
+  echo "exit $?"
+  grep -E '^\{' "$WORK/duet_7b.log" | tee -a "$WORK/heal_7b.jsonl"
+  grep -E 'Failure|FAILED|error' "$WORK/duet_7b.log" | head -n 8
+  echo "== PyTorch peer, same shapes"
+  PYTHONUNBUFFERED=1 timeout 180 python3 bench/heal_torch_peer.py --shape "$SHAPE7B" --pairs "$PAIRS7B" \
+    --batch "$BATCH" --seq-len "$SEQ_LEN" --steps 10 --warmup 3 --json "$WORK/heal_7b.jsonl" 2>&1 | tail -n 3
+  echo "exit $?"
+  python3 - "$WORK/heal_7b.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+duet = next((r for r in rows if r.get("engine") == "duet"), None)
+torch = next((r for r in rows if r.get("peer") == "torch"), None)
+print("| engine | shape | pairs | batch x seq | ms/step | tokens/s | peak GPU GiB |")
+print("|---|---|---|---|---|---|---|")
+# duet: the device's use (cudaMemGetInfo, CUDA context included); torch: its allocator's peak pool.
+for name, r, peak in (("duet", duet, "peak_gib"), ("torch", torch, "peak_reserved_gib")):
+    if r:
+        print(f"| {name} | {r['shape']} | {r['pairs']} | {r['batch']} x {r['seq_len']} | {r['ms_per_step']:.1f} | "
+              f"{r['tokens_per_s']:.0f} | {r.get(peak, float('nan')):.1f} of {r.get('gpu_gib', float('nan')):.1f} |")
+if duet and torch:
+    print(f"duet / torch tokens/s: {duet['tokens_per_s'] / torch['tokens_per_s']:.2f}x ({torch.get('device', '?')})")
+PY
 }
 
 # Six tasks and WikiText-2 perplexity of one model: NAME, then model options. One JSON line per task and
@@ -169,6 +210,15 @@ case $mode in
     local_peer
     tar -czf "$OUT/heal_logs_call1.tgz" -C "$WORK" --exclude='*.gguf' --exclude='*.ckpt' . 2>/dev/null
     ;;
+  call7b)
+    tar -xJf .gpuxfer/bin/gpubin.tar.xz && rm -rf "$BIN" && cp -r .gpubin "$BIN" || exit 9
+    gpu_env
+    echo "== duet_cuda_tests: training (recomputation, partial uploads, the healer's phases)"
+    DUET_SOURCE_DIR=$PWD timeout 120 "$BIN/duet_cuda_tests" --gtest_filter='TrainCuda*' 2>&1 |
+      tee "$WORK/train_cuda_tests.log" | grep -E "^\[ +(OK|PASSED|FAILED) |Failure" | head -n 40
+    local_7b
+    tar -czf "$OUT/heal_logs_7b.tgz" -C "$WORK" --exclude='*.gguf' --exclude='*.ckpt' . 2>/dev/null
+    ;;
   call2)
     cp .gpuxfer/p2/gguf.ab /tmp/m/ && cat /tmp/m/gguf.aa /tmp/m/gguf.ab > "$MODEL" &&
       sha256sum -c .gpuxfer/p2/gguf.sha256 && mkdir -p "$DATA" && tar -xJf .gpuxfer/p2/data.tar.xz -C "$DATA" || exit 9
@@ -198,7 +248,7 @@ case $mode in
     python3 tools/gpu/heal_table.py "$OUT/heal_results.jsonl" | tee "$OUT/heal_table.md"
     ;;
   *)
-    sed -n 2,22p "$0"
+    sed -n 2,28p "$0"
     exit 2
     ;;
 esac

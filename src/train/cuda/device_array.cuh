@@ -28,9 +28,7 @@ class DeviceArray {
   // Holds at least n elements afterwards (contents lost when it grows).
   Status reserve(int64_t n) {
     if (n <= size_) return ok_status();
-    cudaFree(ptr_);
-    ptr_ = nullptr;
-    size_ = 0;
+    release();
     const cudaError_t e = cudaMalloc(&ptr_, static_cast<size_t>(n) * sizeof(T));
     if (e != cudaSuccess) {
       cudaGetLastError();  // clear the sticky-free allocation error
@@ -39,6 +37,12 @@ class DeviceArray {
     }
     size_ = n;
     return ok_status();
+  }
+  // Gives the memory back (reserve only grows).
+  void release() {
+    cudaFree(ptr_);
+    ptr_ = nullptr;
+    size_ = 0;
   }
   Status upload(const T* host, int64_t n) {
     DUET_TRY(reserve(n));

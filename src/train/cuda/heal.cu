@@ -2,10 +2,17 @@
 // Healer of train/heal.cpp: parameters, gradients and AdamW moments of the wide
 // layers live in flat fp32 device buffers; the host sees the losses and the
 // gradient norm once per optimizer step (one synchronisation).
+//
+// Memory: each phase of a run uploads only the weights it reads (see
+// CudaHealer::enter), so a 7B model's local stage holds the original's layers
+// below the last pair, the wide layers' parameters, gradients and moments, and
+// one wide layer's activations; the global and lm stages recompute activations
+// in the backward when keeping them would not fit (HealOptions::recompute).
 #include <algorithm>
 #include <chrono>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <random>
 
 #include "core/check.h"
@@ -68,25 +75,19 @@ class CudaHealer {
     for (int l : layout_.layers()) {
       const std::vector<int>& src = lp.layers[l].source_layers;
       pairs_.push_back({l, src.front(), src.back() + 1});
+      last_boundary_ = std::max(last_boundary_, src.back() + 1);
     }
   }
 
   Status init() {
     DUET_TRY(context_.init());
-    DUET_TRY(original_w_.upload(original_, T_));
-    DUET_TRY(lp_w_.upload(lp_, T_));
     std::vector<float> host(layout_.total);
     gather_params(lp_, layout_, host.data());
     DUET_TRY(params_.upload(host));
-    for (gpu::DeviceArray<float>* b : {&grads_, &m_, &v_}) {
-      DUET_TRY(b->reserve(layout_.total));
-      DUET_TRY(b->zero(layout_.total, ctx().stream));
-    }
     DUET_TRY(tokens_.reserve(static_cast<int64_t>(micro_) * T_));
     DUET_TRY(losses_.reserve(static_cast<int64_t>(o_.batch) * std::max<size_t>(1, pairs_.size()) + 1));
     DUET_TRY(tnorms_.reserve(losses_.size()));
     DUET_TRY(norm2_.reserve(1));
-    model_ = std::make_unique<gpu::TrainModel>(lp_w_, layout_);
     return ok_status();
   }
 
@@ -95,14 +96,14 @@ class CudaHealer {
     DUET_ASSIGN_OR_RETURN(result.kl_before, heldout_kl());
     int first_stage = 0;
     int64_t first_step = 0;
+    std::optional<Checkpoint> resumed;  // its moments go up once the stage's buffers exist
     if (o_.resume) {
       DUET_ASSIGN_OR_RETURN(Checkpoint c, load_resume_checkpoint(o_));
       DUET_TRY(check_resumable(c));
       DUET_TRY(params_.upload(c.params));
-      DUET_TRY(m_.upload(c.m));
-      DUET_TRY(v_.upload(c.v));
       first_stage = c.stage;
       first_step = c.step;
+      resumed = std::move(c);
     }
     int64_t run_steps = 0;
     std::vector<float> losses;
@@ -111,6 +112,16 @@ class CudaHealer {
       const int64_t steps = static_cast<int64_t>(data_.train.size()) / o_.batch;
       const int64_t warmup = std::max<int64_t>(1, static_cast<int64_t>(o_.warmup * steps));
       const int64_t step0 = s == first_stage ? first_step : 0;
+      DUET_TRY(enter(stage));
+      if (stage != Stage::Local) {
+        DUET_ASSIGN_OR_RETURN(const bool recompute, choose_recompute());
+        result.recomputed = result.recomputed || recompute;
+      }
+      if (resumed) {
+        DUET_TRY(m_.upload(resumed->m));
+        DUET_TRY(v_.upload(resumed->v));
+        resumed.reset();
+      }
       if (step0 == 0) {
         DUET_TRY(m_.zero(layout_.total, ctx().stream));
         DUET_TRY(v_.zero(layout_.total, ctx().stream));
@@ -175,6 +186,69 @@ class CudaHealer {
 
  private:
   const gpu::TrainContext& ctx() const { return context_.ctx; }
+
+  // Puts on the device what the next phase reads and gives back the rest first, so that a phase needs only its
+  // own memory:
+  //   a stage: the parameters, gradients and AdamW moments of the wide layers, and
+  //     local:  the original's layers below the last pair's target boundary; the wide layers' gains;
+  //     global: both models whole (the LP model's wide layers as gains: their tensors are the parameters);
+  //     lm:     the LP model whole;
+  //   nullopt, the held-out KL (forward only): both models whole and the parameters.
+  Status enter(std::optional<Stage> stage) {
+    const std::string phase = stage ? str_cat("the ", stage_name(*stage), " stage") : std::string("the held-out KL");
+    const gpu::WeightParts original = stage == Stage::Local ? gpu::layers_below(original_, last_boundary_)
+                                      : stage == Stage::Lm  ? gpu::layers_below(original_, 0)
+                                                            : gpu::whole_model(original_);
+    const gpu::WeightParts lp =
+        stage == Stage::Local ? gpu::trained_gains(lp_, layout_) : gpu::whole_model(lp_, &layout_);
+    DUET_CUDA_TRY(cudaStreamSynchronize(ctx().stream));  // nothing in flight reads what is given back
+    if (!stage) {
+      for (gpu::DeviceArray<float>* b : {&grads_, &m_, &v_}) b->release();
+    }
+    if (stage != Stage::Local) {  // the local stage's buffers
+      acts_ = gpu::LayerActs{};
+      scratch_ = gpu::LayerScratch{};
+      out_.release();
+      dout_.release();
+    } else {
+      model_.reset();
+    }
+    const bool new_original = original_w_.parts() != original, new_lp = lp_w_.parts() != lp;
+    if (new_original) original_w_.release();
+    if (new_lp) lp_w_.release();
+    auto fits = [&](const Status& st) -> Status {
+      if (st.ok()) return st;
+      return make_error(phase, " on the GPU: ", st.message());
+    };
+    if (new_original) DUET_TRY(fits(original_w_.upload(original_, T_, original)));
+    if (new_lp) DUET_TRY(fits(lp_w_.upload(lp_, T_, lp)));
+    if (stage) {
+      for (gpu::DeviceArray<float>* b : {&grads_, &m_, &v_}) DUET_TRY(fits(b->reserve(layout_.total)));
+    }
+    if (stage != Stage::Local && !model_) model_ = std::make_unique<gpu::TrainModel>(lp_w_, layout_);
+    return ok_status();
+  }
+
+  // HealOptions::recompute for the global or lm stage about to run (its weights and optimizer state in place):
+  // Auto recomputes when the activations a micro-batch keeps, with what else a step allocates, would take more
+  // than 90% of the memory free now (plus what kept activations already hold).
+  Result<bool> choose_recompute() {
+    bool on = o_.recompute == Recompute::On;
+    if (o_.recompute == Recompute::Auto) {
+      size_t free = 0, total = 0;
+      DUET_CUDA_TRY(cudaMemGetInfo(&free, &total));
+      const ModelConfig& c = lp_.config;
+      const int64_t R = static_cast<int64_t>(micro_) * T_;
+      // Logits, their gradient and the original's logits [R, V]; the [R, D] buffers of both forwards and the
+      // backward; one recomputed layer's activations and the backward's scratch (at most the recompute bytes).
+      const int64_t other = static_cast<int64_t>(sizeof(float)) * (3 * R * c.vocab_size + 16 * R * c.dim) +
+                            model_->recompute_bytes(params_.get(), micro_, T_);
+      const int64_t available = static_cast<int64_t>(free) + model_->held_bytes();
+      on = static_cast<double>(model_->saved_bytes(params_.get(), micro_, T_) + other) > 0.9 * available;
+    }
+    model_->set_recompute(on);
+    return on;
+  }
 
   std::vector<size_t> sequence_order(int s) const {  // as train/heal.cpp: the same order on either device
     std::vector<size_t> order(data_.train.size());
@@ -251,6 +325,7 @@ class CudaHealer {
   Result<double> heldout_kl() {
     const std::vector<std::vector<int32_t>>& seqs = data_.heldout;
     if (seqs.empty()) return 0.0;
+    DUET_TRY(enter(std::nullopt));
     const ModelConfig& c = lp_.config;
     double total = 0;
     for (size_t s0 = 0; s0 < seqs.size(); s0 += micro_) {
@@ -259,7 +334,7 @@ class CudaHealer {
       for (int i = 0; i < b; ++i) tokens.insert(tokens.end(), seqs[s0 + i].begin(), seqs[s0 + i].end());
       DUET_CUDA_TRY(cudaMemcpyAsync(tokens_.get(), tokens.data(), tokens.size() * sizeof(int32_t),
                                     cudaMemcpyHostToDevice, ctx().stream));
-      DUET_TRY(model_->forward(ctx(), params_.get(), tokens_.get(), b, T_));
+      DUET_TRY(model_->forward(ctx(), params_.get(), tokens_.get(), b, T_, /*for_backward=*/false));
       DUET_TRY(original_logits(ctx(), original_w_, tokens_.get(), b, T_, states_, forward_ws_, rstd_, xn_, target_));
       DUET_TRY(gpu::kl_forward(ctx(), target_.get(), model_->logits(), b * T_, c.vocab_size, losses_.get()));
       float kl = 0;
@@ -309,8 +384,9 @@ class CudaHealer {
   ParamLayout layout_;
   int T_;
   std::vector<LocalPair> pairs_;
+  int last_boundary_ = 0;  // the highest target boundary: the local stage runs the original up to it
   Context context_;
-  gpu::DeviceWeights original_w_, lp_w_;
+  gpu::DeviceWeights original_w_, lp_w_;  // what the current phase reads (enter)
   gpu::DeviceArray<float> params_, grads_, m_, v_;  // [layout_.total] each
   gpu::DeviceArray<int32_t> tokens_;                // [micro, T]
   gpu::DeviceArray<float> losses_, tnorms_;         // one slot per loss of a step
@@ -320,7 +396,7 @@ class CudaHealer {
   gpu::DeviceArray<float> out_, dout_;              // [micro*T, D]
   gpu::LayerActs acts_;
   gpu::LayerScratch scratch_;
-  std::unique_ptr<gpu::TrainModel> model_;
+  std::unique_ptr<gpu::TrainModel> model_;  // the LP model, outside the local stage
   gpu::DeviceArray<float> rstd_, xn_, target_;  // the original's final norm and logits [micro*T, V]
 };
 
