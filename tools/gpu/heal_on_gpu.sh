@@ -25,7 +25,8 @@
 # the healed models (the deci GGUFs `duet heal` writes). The training text is the model's own
 # (`duet heal`'s default): no task file or WikiText-2 is read before the evaluation.
 # Knobs: TOKENS (per stage, default 524288), SEQ_LEN (256), BATCH (8), LR (1e-4), BUDGET_S (call 2's
-# seconds, default 560: what has not finished by then is left out of the results),
+# seconds, default 560: what has not finished by then is left out of the results), LR_VARIANTS (call 2:
+# "PLAN_NAME@LR ...", e.g. "smollm2_135m_searched_8@3e-4", extra local+global runs),
 # SHAPE7B (llama2-7b), PAIRS7B (14:28), STEPS7B (16).
 set -u -o pipefail
 mode=${1:-}
@@ -53,14 +54,14 @@ gpu_env() {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 }
 
-# One healing run: PLAN STAGES TAG; the healed model is $WORK/healed_TAG.gguf. Prints the wall time,
+# One healing run: PLAN STAGES TAG [LR]; the healed model is $WORK/healed_TAG.gguf. Prints the wall time,
 # the data generation rate, and per stage its steps, losses, tokens/s and wall time (from the JSON log).
 heal_plan() {
-  local plan=$1 stages=$2 tag=$3
+  local plan=$1 stages=$2 tag=$3 lr=${4:-$LR}
   local start end
   start=$(date +%s.%N)
   "$BIN/duet" heal -m "$MODEL" --device cuda --lp-plan "$plan" --stage "$stages" --tokens "$TOKENS" \
-    --seq-len "$SEQ_LEN" --batch "$BATCH" --lr "$LR" --heldout 16 --log "$WORK/heal_$tag.jsonl" \
+    --seq-len "$SEQ_LEN" --batch "$BATCH" --lr "$lr" --heldout 16 --log "$WORK/heal_$tag.jsonl" \
     -o "$WORK/healed_$tag.gguf" > "$WORK/heal_$tag.out" 2> "$WORK/heal_$tag.err"
   local rc=$?
   end=$(date +%s.%N)
@@ -231,6 +232,9 @@ case $mode in
     echo "== the other plans side by side, then every plan's local stage alone, side by side"
     cmds=()
     for p in "$@"; do cmds+=("heal_plan $p local,global $(basename "$p" .txt)"); done
+    # LR_VARIANTS: "PLAN_NAME@LR ..." healed again at another peak learning rate (tag PLAN_NAME_lrLR); the
+    # held-out KL (generated text, not an eval set) says which rate to keep.
+    for v in ${LR_VARIANTS:-}; do cmds+=("heal_plan plans/${v%@*}.txt local,global ${v%@*}_lr${v#*@} ${v#*@}"); done
     side_by_side "${cmds[@]}"
     cmds=()
     for p in $PLANS; do cmds+=("heal_plan $p local $(basename "$p" .txt)_local"); done
@@ -241,6 +245,10 @@ case $mode in
       n=$(basename "$p" .txt)
       cmds+=("run_eval $n -m $MODEL --lp-plan $p")
       for h in "${n}_local" "$n"; do [[ -f $WORK/healed_$h.gguf ]] && cmds+=("run_eval healed_$h -m $WORK/healed_$h.gguf"); done
+    done
+    for v in ${LR_VARIANTS:-}; do
+      h=${v%@*}_lr${v#*@}
+      [[ -f $WORK/healed_$h.gguf ]] && cmds+=("run_eval healed_$h -m $WORK/healed_$h.gguf")
     done
     side_by_side "${cmds[@]}"
     cat "$WORK"/results_*.jsonl > "$OUT/heal_results.jsonl"

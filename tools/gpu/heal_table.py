@@ -46,6 +46,7 @@ def main(path):
     rows = [("baseline", "baseline")]
     for plan in plans:
         rows += [(plan, plan), (plan, f"healed_{plan}_local"), (plan, f"healed_{plan}")]
+        rows += [(plan, m) for m in sorted(scores) if m.startswith(f"healed_{plan}_lr")]
     for plan, model in rows:
         a = avg(model)
         if a is None and model not in ppl:
@@ -54,6 +55,8 @@ def main(path):
             kind = "baseline" if model == "baseline" else "LP"
         else:
             kind = "healed (local)" if model.endswith("_local") else "healed (local+global)"
+            if "_lr" in model:
+                kind += ", lr " + model.rsplit("_lr", 1)[1]
         cells = [f"{scores[model][t]:.1f}" if t in scores.get(model, {}) else "-" for t in TASKS]
         drop = won = pplc = pwon = "-"
         if a is not None and base_avg is not None:
