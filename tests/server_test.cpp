@@ -92,7 +92,7 @@ TEST(OpenAiSchema, RejectsBadRequestsNamingTheField) {
     const char* expected;
   };
   const Case cases[] = {
-      {R"({"prompt": "hi)", "not valid JSON"},
+      {R"({"prompt": "hi)", "the request body: invalid JSON"},
       {R"([1, 2])", "must be a JSON object"},
       {R"({"max_tokens": 3})", "'prompt' is required"},
       {R"({"prompt": 5})", "'prompt' must be a string"},
@@ -114,6 +114,11 @@ TEST(OpenAiSchema, RejectsBadRequestsNamingTheField) {
     ASSERT_FALSE(r.ok()) << c.body;
     EXPECT_NE(r.message().find(c.expected), std::string::npos) << c.body << " -> " << r.message();
   }
+  // Nested past parse_json_input's limit: an error, not a stack overflow while naming the wrong type (fuzz/request_fuzz.cpp).
+  const std::string deep = "{\"prompt\": " + std::string(200000, '[') + std::string(200000, ']') + "}";
+  auto r = server::parse_completion_request(deep);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.message().find("nested deeper than"), std::string::npos) << r.message();
   EXPECT_FALSE(server::parse_chat_request(R"({"messages": []})").ok());
   EXPECT_FALSE(server::parse_chat_request(R"({"messages": [{"content": "no role"}]})").ok());
   EXPECT_FALSE(server::parse_chat_request(R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})").ok());

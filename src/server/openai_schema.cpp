@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/json_input.h"
+
 namespace duet::server {
 namespace {
 
@@ -155,8 +157,8 @@ Status read_common(const json& body, CompletionSpec& spec) {
 }
 
 Result<json> parse_object(std::string_view body) {
-  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return make_error("the request body is not valid JSON");
+  // Depth-limited: the error messages dump parts of the body, which recurses once per nesting level.
+  DUET_ASSIGN_OR_RETURN(json j, parse_json_input("the request body", body));
   if (!j.is_object()) return make_error("the request body must be a JSON object, got ", j.type_name());
   return j;
 }
