@@ -51,7 +51,7 @@ class Healer {
     int64_t first_step = 0;
     if (o_.resume) {
       DUET_ASSIGN_OR_RETURN(Checkpoint c, load_resume_checkpoint(o_));
-      DUET_TRY(check_resumable(c));
+      DUET_TRY(check_resumable(c, layout_, o_));
       params_ = std::move(c.params);
       m_ = std::move(c.m);
       v_ = std::move(c.v);
@@ -174,20 +174,6 @@ class Healer {
     DUET_CHECK(st.ok());  // tokens and length were validated when the data was built
   }
 
-  Status check_resumable(const Checkpoint& c) const {
-    bool same = c.layout.total == layout_.total && c.layout.tensors.size() == layout_.tensors.size();
-    for (size_t i = 0; same && i < layout_.tensors.size(); ++i) {
-      same = c.layout.tensors[i].name == layout_.tensors[i].name && c.layout.tensors[i].shape == layout_.tensors[i].shape &&
-             c.layout.tensors[i].offset == layout_.tensors[i].offset;
-    }
-    if (!same) return make_error("checkpoint ", o_.checkpoint_path, " holds other tensors than this model's wide layers");
-    if (c.stage < 0 || c.stage > static_cast<int>(o_.stages.size()) || c.step < 0) {
-      return make_error("checkpoint ", o_.checkpoint_path, " is at stage ", c.stage, " step ", c.step,
-                        ", outside this run");
-    }
-    return ok_status();
-  }
-
   Status save(int stage, int64_t step) const {
     if (o_.checkpoint_path.empty()) return ok_status();
     return save_checkpoint({o_.identity, stage, step, layout_, params_, m_, v_}, o_.checkpoint_path);
@@ -246,6 +232,19 @@ Result<Checkpoint> load_resume_checkpoint(const HealOptions& o) {
                       o.identity, "; delete it or run without --resume");
   }
   return c;
+}
+
+Status check_resumable(const Checkpoint& c, const ParamLayout& layout, const HealOptions& o) {
+  bool same = c.layout.total == layout.total && c.layout.tensors.size() == layout.tensors.size();
+  for (size_t i = 0; same && i < layout.tensors.size(); ++i) {
+    same = c.layout.tensors[i].name == layout.tensors[i].name && c.layout.tensors[i].shape == layout.tensors[i].shape &&
+           c.layout.tensors[i].offset == layout.tensors[i].offset;
+  }
+  if (!same) return make_error("checkpoint ", o.checkpoint_path, " holds other tensors than this model's wide layers");
+  if (c.stage < 0 || c.stage > static_cast<int>(o.stages.size()) || c.step < 0) {
+    return make_error("checkpoint ", o.checkpoint_path, " is at stage ", c.stage, " step ", c.step, ", outside this run");
+  }
+  return ok_status();
 }
 
 Result<HealResult> heal(const ModelWeights& original, ModelWeights& lp, const TrainData& data, const HealOptions& o) {

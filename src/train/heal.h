@@ -86,6 +86,8 @@ struct HealResult {
 // The checkpoint a resumed run continues from: errors for a missing, corrupt or foreign file (another
 // run identity). heal() calls it; the CLI calls it first too, to fail before generating data.
 Result<Checkpoint> load_resume_checkpoint(const HealOptions& options);
+// Errors when a loaded checkpoint holds other tensors than `layout` or a stage/step outside the run.
+Status check_resumable(const Checkpoint& c, const ParamLayout& layout, const HealOptions& options);
 
 // Trains the wide layers of `lp` (the original after an LP plan) in place; `original` stays as loaded.
 Result<HealResult> heal(const ModelWeights& original, ModelWeights& lp, const TrainData& data, const HealOptions& options);

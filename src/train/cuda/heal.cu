@@ -99,7 +99,7 @@ class CudaHealer {
     std::optional<Checkpoint> resumed;  // its moments go up once the stage's buffers exist
     if (o_.resume) {
       DUET_ASSIGN_OR_RETURN(Checkpoint c, load_resume_checkpoint(o_));
-      DUET_TRY(check_resumable(c));
+      DUET_TRY(check_resumable(c, layout_, o_));
       DUET_TRY(params_.upload(c.params));
       first_stage = c.stage;
       first_step = c.step;
@@ -348,21 +348,6 @@ class CudaHealer {
     std::vector<float> host(layout_.total);
     DUET_TRY(params_.download(host.data(), layout_.total));
     scatter_params(host.data(), layout_, lp_);
-    return ok_status();
-  }
-
-  Status check_resumable(const Checkpoint& c) const {
-    bool same = c.layout.total == layout_.total && c.layout.tensors.size() == layout_.tensors.size();
-    for (size_t i = 0; same && i < layout_.tensors.size(); ++i) {
-      same = c.layout.tensors[i].name == layout_.tensors[i].name &&
-             c.layout.tensors[i].shape == layout_.tensors[i].shape &&
-             c.layout.tensors[i].offset == layout_.tensors[i].offset;
-    }
-    if (!same) return make_error("checkpoint ", o_.checkpoint_path, " holds other tensors than this model's wide layers");
-    if (c.stage < 0 || c.stage > static_cast<int>(o_.stages.size()) || c.step < 0) {
-      return make_error("checkpoint ", o_.checkpoint_path, " is at stage ", c.stage, " step ", c.step,
-                        ", outside this run");
-    }
     return ok_status();
   }
 
