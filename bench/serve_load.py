@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Load generator for OpenAI-compatible servers: `duet serve` (baseline and LP
 plans) and, on the CPU, llama-cpp-python's server on the same model file, with
-the same load, in one run.
+the same load, in one run. Every request has its own prompt (same length), so
+no server answers from a cached prefix.
 
 For each server and each concurrency C it keeps C streaming completions in
 flight until `--requests` (default max(4C, 16)) have finished, every one with
@@ -108,17 +109,19 @@ def one_request(url, body):
     return times[0], times[-1], n
 
 
-def run_level(url, body, concurrency, requests):
+def run_level(url, make_body, concurrency, requests):
+    """make_body(i): the i-th request's body (each its own prompt, so no server reuses a cached prefix)."""
     results, errors, lock = [], [], threading.Lock()
     todo = iter(range(requests))
 
     def worker():
         while True:
             with lock:
-                if next(todo, None) is None:
-                    return
+                i = next(todo, None)
+            if i is None:
+                return
             try:
-                r = one_request(url, body)
+                r = one_request(url, make_body(i))
                 with lock:
                     results.append(r)
             except Exception as e:  # noqa: BLE001 - counted and reported
@@ -141,6 +144,7 @@ def run_level(url, body, concurrency, requests):
 
     return {"concurrency": concurrency, "requests": len(results), "errors": len(errors), "wall_s": wall,
             "req_per_s": len(results) / wall, "out_tok_per_s": tokens / wall,
+            "tokens_per_request": tokens / len(results) if results else 0,
             "ttft_ms_median": pct(ttft, 0.5), "ttft_ms_p99": pct(ttft, 0.99),
             "tpot_ms_median": pct(tpot, 0.5), "tpot_ms_p99": pct(tpot, 0.99),
             "first_error": errors[0] if errors else None}
@@ -174,10 +178,13 @@ def main():
 
     levels = [int(c) for c in args.concurrency.split(",")]
     threads = args.threads or os.cpu_count()
-    prompt = make_prompt(args.prompt_words)
-    body = {"prompt": prompt, "max_tokens": args.max_tokens, "temperature": 0, "stream": True,
+    body = {"max_tokens": args.max_tokens, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}, "ignore_eos": True,
             "logit_bias": {t: -100 for t in args.ban_tokens.split(",") if t}}
+    request_count = 0
+
+    def make_body(i):  # distinct prompts of the same length across levels and servers alike
+        return dict(body, prompt=make_prompt(args.prompt_words, seed=request_count + i + 1))
 
     servers = []
     for plan in [None] + args.lp:
@@ -188,7 +195,9 @@ def main():
         servers.append((f"duet {args.device} " + (f"LP {plan}" if plan else "baseline"), argv, "/health"))
     if args.llama_cpp_python:
         argv = [args.llama_cpp_python, "-m", "llama_cpp.server", "--model", args.model, "--n_ctx", str(args.ctx),
-                "--n_threads", str(threads), "--host", "127.0.0.1"]
+                "--n_threads", str(threads), "--host", "127.0.0.1",
+                # Its default ends a streaming request when the next one arrives: queue them instead.
+                "--interrupt_requests", "False"]
         servers.append(("llama-cpp-python 0.3.36", argv, "/v1/models"))
 
     rows = []
@@ -196,20 +205,22 @@ def main():
         port = free_port()
         argv = argv + ["--port", str(port)]
         with Server(name, argv, port, health) as server:
-            one_request(server.url, dict(body, max_tokens=4))  # warm-up
+            one_request(server.url, dict(body, prompt=make_prompt(args.prompt_words), max_tokens=4))  # warm-up
+            request_count = 0
             for c in levels:
                 n = args.requests or max(4 * c, 16)
                 row = dict(server=name, prompt_words=args.prompt_words, max_tokens=args.max_tokens,
-                           **run_level(server.url, body, c, n))
+                           **run_level(server.url, make_body, c, n))
+                request_count += n
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr)
 
-    print(f"| server | conc | req/s | out tok/s | TTFT med | TTFT p99 | TPOT med | TPOT p99 | errors |")
-    print(f"|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| server | conc | req/s | out tok/s | tokens/request | TTFT med | TTFT p99 | TPOT med | TPOT p99 | errors |")
+    print(f"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['server']} | {r['concurrency']} | {r['req_per_s']:.2f} | {r['out_tok_per_s']:.1f} | "
-              f"{r['ttft_ms_median']:.1f} | {r['ttft_ms_p99']:.1f} | {r['tpot_ms_median']:.1f} | "
-              f"{r['tpot_ms_p99']:.1f} | {r['errors']} |")
+              f"{r['tokens_per_request']:.1f} | {r['ttft_ms_median']:.1f} | {r['ttft_ms_p99']:.1f} | "
+              f"{r['tpot_ms_median']:.1f} | {r['tpot_ms_p99']:.1f} | {r['errors']} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
