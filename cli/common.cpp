@@ -2,7 +2,9 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #ifdef DUET_HAVE_CUDA
@@ -44,7 +46,13 @@ void ModelOptions::add_tp_to(CLI::App& cmd) {
 }
 
 void set_threads(int threads) {
-  if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
+  if (threads <= 0) {
+    threads = static_cast<int>(std::thread::hardware_concurrency());
+    // Under mpirun the ranks on this host share its cores.
+    if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); local && std::atoi(local) > 1) {
+      threads = std::max(1, threads / std::atoi(local));
+    }
+  }
   omp_set_num_threads(threads);  // OpenBLAS runs single-threaded inside (kernels/cpu/matmul.cpp)
 }
 

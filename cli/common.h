@@ -36,7 +36,8 @@ struct ModelOptions : LpOptions {
   void add_tp_to(CLI::App& cmd);
 };
 
-// Applies --threads to OpenMP (the CPU kernels' only thread pool).
+// Applies --threads to OpenMP (the CPU kernels' only thread pool); by default
+// all cores, shared among the ranks mpirun started on this host.
 void set_threads(int threads);
 
 Result<LoadedModel> load(const ModelOptions& options);

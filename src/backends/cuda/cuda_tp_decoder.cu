@@ -1,6 +1,7 @@
 // CudaTpDecoder (cuda_tp_decoder.h): rank 0 in the calling process, ranks
 // 1..N-1 in forked workers. Messages on the pipes are plain structs: both ends
-// are the same binary on the same host.
+// are the same binary on the same host. CudaTpRankDecoder: one rank of an
+// mpirun job, whose steps runtime/tp_leader.h delivers.
 #include "backends/cuda/cuda_tp_decoder.h"
 
 #include <sys/wait.h>
@@ -16,6 +17,7 @@
 #include "kernels/cuda/cuda_check.cuh"
 #include "model/tp_shard.h"
 #include "parallel/nccl_communicator.h"
+#include "runtime/tp_leader.h"
 
 namespace duet {
 namespace {
@@ -65,10 +67,11 @@ CudaModelOptions decoder_options(int capacity) {
   return options;
 }
 
-// Rank r's model on GPU r.
-Result<std::unique_ptr<CudaModel>> make_rank_model(const ModelWeights& weights, int rank, int tp, int capacity) {
+// Rank r's model on GPU `device`.
+Result<std::unique_ptr<CudaModel>> make_rank_model(const ModelWeights& weights, int rank, int tp, int device,
+                                                   int capacity) {
   DUET_ASSIGN_OR_RETURN(ModelWeights shard, shard_weights(weights, rank, tp));
-  DUET_CUDA_TRY(cudaSetDevice(rank));
+  DUET_CUDA_TRY(cudaSetDevice(device));
   return CudaModel::create(shard, decoder_options(capacity));
 }
 
@@ -88,7 +91,7 @@ int worker_main(const ModelWeights& weights, int rank, int tp, int capacity, int
   };
   Command cmd;
   if (!read_all(in, &cmd, sizeof(cmd)) || cmd.op != Op::Start) return 0;
-  Result<std::unique_ptr<CudaModel>> model = make_rank_model(weights, rank, tp, capacity);
+  Result<std::unique_ptr<CudaModel>> model = make_rank_model(weights, rank, tp, rank, capacity);
   if (!reply(model.ok() ? ok_status() : Status(model.error())) || !model.ok()) return 1;
   if (!read_all(in, &cmd, sizeof(cmd)) || cmd.op != Op::Go) return 0;
   auto comm = make_nccl_communicator(cmd.id, rank, tp, rank, (*model)->stream());
@@ -141,7 +144,7 @@ class CudaTpDecoder final : public Decoder {
     Command start;
     start.op = Op::Start;
     DUET_TRY(send_all(start));
-    DUET_ASSIGN_OR_RETURN(model_, make_rank_model(weights, 0, tp, capacity_));
+    DUET_ASSIGN_OR_RETURN(model_, make_rank_model(weights, 0, tp, 0, capacity_));
     for (size_t w = 0; w < workers_.size(); ++w) {
       Reply r;
       if (!read_all(workers_[w].from, &r, sizeof(r))) return make_error("tensor-parallel rank ", w + 1, " exited during start-up");
@@ -220,7 +223,58 @@ class CudaTpDecoder final : public Decoder {
   std::unique_ptr<Communicator> comm_;
 };
 
+// One rank of an mpirun job: its shard's model on its GPU, joined to the others by NCCL.
+class CudaTpRankDecoder final : public Decoder {
+ public:
+  CudaTpRankDecoder(std::unique_ptr<CudaModel> model, std::unique_ptr<Communicator> comm, int capacity, int vocab)
+      : capacity_(capacity), vocab_(vocab), model_(std::move(model)), comm_(std::move(comm)) {}
+
+  Status forward(const int32_t* tokens, int T, LogitsMode mode, std::vector<float>& logits) override {
+    return run_step(*model_, tokens, T, mode, logits);
+  }
+  void reset() override { model_->reset(0); }
+  int position() const override { return model_->length(0); }
+  int capacity() const override { return capacity_; }
+  int vocab_size() const override { return vocab_; }
+  std::string device_name() const override {
+    return "cuda (" + cuda_device_name() + ", bf16, tp " + std::to_string(comm_->size()) + ", a process each)";
+  }
+
+ private:
+  int capacity_, vocab_;
+  std::unique_ptr<CudaModel> model_;
+  std::unique_ptr<Communicator> comm_;  // NCCL, on model_'s stream
+};
+
 }  // namespace
+
+Result<std::unique_ptr<Decoder>> make_cuda_tp_rank_decoder(const ModelWeights& weights, int capacity, int device,
+                                                           Communicator& control) {
+  const int rank = control.rank(), tp = control.size();
+  std::unique_ptr<CudaModel> model;
+  NcclId id{};
+  // Everything that can fail on one rank alone, agreed on before NCCL's start-up, which waits for every rank.
+  auto build = [&]() -> Status {
+    DUET_TRY(check_tensor_parallel(weights, tp));
+    int devices = 0;
+    DUET_CUDA_TRY(cudaGetDeviceCount(&devices));
+    if (device >= devices) {
+      return make_error("rank ", rank, " takes GPU ", device, " (its local rank) but its host has ", devices, " visible");
+    }
+    DUET_ASSIGN_OR_RETURN(model, make_rank_model(weights, rank, tp, device, capacity));
+    if (rank == 0) {
+      DUET_ASSIGN_OR_RETURN(id, make_nccl_id());
+    }
+    return ok_status();
+  };
+  DUET_TRY(agree_on(control, build()));
+  DUET_TRY(control.broadcast(id.data(), static_cast<int64_t>(id.size()), 0));
+  DUET_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm,
+                        make_nccl_communicator(id, rank, tp, device, model->stream()));
+  DUET_TRY(model->set_communicator(comm.get()));
+  return std::unique_ptr<Decoder>(
+      std::make_unique<CudaTpRankDecoder>(std::move(model), std::move(comm), capacity, weights.config.vocab_size));
+}
 
 Result<std::unique_ptr<Decoder>> make_cuda_tp_decoder(const ModelWeights& weights, int capacity, int tp) {
   DUET_TRY(check_tensor_parallel(weights, tp));

@@ -12,11 +12,21 @@
 
 #include "core/result.h"
 #include "model/weights.h"
+#include "parallel/communicator.h"
 #include "runtime/decoder.h"
 
 namespace duet {
 
 // An error names a `tp` that does not split the model or exceeds the visible GPUs.
 Result<std::unique_ptr<Decoder>> make_cuda_tp_decoder(const ModelWeights& weights, int capacity, int tp);
+
+// One rank when the ranks are processes started by mpirun (runtime/tp_leader.h):
+// rank control.rank()'s shard of `weights` on GPU `device` (its local rank),
+// joined to the other ranks' NCCL communicator with the id rank 0 makes and
+// broadcasts over `control`. Collective over `control`: every rank calls it,
+// and all fail together when one cannot build its model. Only rank 0's
+// forward returns logits.
+Result<std::unique_ptr<Decoder>> make_cuda_tp_rank_decoder(const ModelWeights& weights, int capacity, int device,
+                                                           Communicator& control);
 
 }  // namespace duet
