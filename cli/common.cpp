@@ -83,10 +83,17 @@ Result<std::unique_ptr<Decoder>> make_decoder(const ModelWeights& weights, const
 }
 
 Result<std::unique_ptr<BatchDecoder>> make_batch_decoder(const ModelWeights& weights, const std::string& device,
-                                                         int slots, int capacity) {
-  if (device == "cpu") return make_cpu_batch_decoder(weights, slots, capacity);
+                                                         int slots, int capacity, int tp) {
+  if (tp < 1) return make_error("--tp must be at least 1 (got ", tp, ")");
+  if (device == "cpu") {
+    if (tp > 1) return make_cpu_tp_batch_decoder(weights, slots, capacity, tp);
+    return make_cpu_batch_decoder(weights, slots, capacity);
+  }
 #ifdef DUET_HAVE_CUDA
-  if (device == "cuda") return make_cuda_batch_decoder(weights, slots, capacity, 1024);
+  if (device == "cuda") {
+    if (tp > 1) return make_error("duet serve --tp ", tp, " runs on --device cpu only so far");
+    return make_cuda_batch_decoder(weights, slots, capacity, 1024);
+  }
 #endif
   return make_error("device '", device, "' is not available in this build (built without CUDA)");
 }

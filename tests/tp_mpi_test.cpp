@@ -180,6 +180,8 @@ TEST_F(TpMpi, BadLaunchesFailInOneLinePerRank) {
   expect_lines(run_mpi(2, "run -m " + tiny + " --tp 2 -n 2 -f - < /dev/null"), 1, "the prompt is empty");
   expect_lines(run_mpi(2, "logits -m /nonexistent/model.gguf --tp 2 --prompt hi -o " + dir_ + "/y.npy"), 1,
                "does not exist");
+  // The server's ranks are threads of one process.
+  expect_lines(run_mpi(2, "serve --port 0 -m " + tiny + " --tp 2"), 2, "start it without mpirun");
 }
 
 }  // namespace
