@@ -5,6 +5,8 @@
 //   CudaTpNccl (skipped with fewer than 2 GPUs): NCCL all-reduce and broadcast
 //     exact on integers, inside a replayed CUDA graph too; the sharded model on
 //     one GPU per rank with its decode steps graph-captured, NCCL inside.
+//     The ranks of an mpirun job (make_cuda_tp_rank_decoder) as threads, one
+//     GPU each, stepped by the leader/follower protocol, against one GPU.
 //   CudaTpProcesses (its own process: --gtest_filter='CudaTpProcesses.*', as
 //     tools/gpu/tp_check.sh runs it): the --device cuda --tp N decoder, which
 //     forks one worker per GPU and so must start before this process touches
@@ -36,6 +38,7 @@
 #include "parallel/in_process.h"
 #include "parallel/nccl_communicator.h"
 #include "parallel/p2p_all_reduce.h"
+#include "runtime/tp_leader.h"
 #include "test_support.h"
 
 namespace duet {
@@ -347,6 +350,58 @@ TEST(CudaTpNccl, ShardedModelWithGraphsMatchesOneRank) {
       for (int r = 1; r < tp; ++r) EXPECT_EQ(out[r], out[0]) << label << ": rank " << r << " differs from rank 0";
     }
   }
+}
+
+// The ranks of an mpirun job (make_cuda_tp_rank_decoder, each with its own GPU and NCCL joined through the id
+// rank 0 broadcasts on the control communicator), here as threads of this process over an InProcessGroup
+// control, stepped by runtime/tp_leader.h as under mpirun: against one GPU, prompt, decode steps and a reset.
+TEST(CudaTpNccl, RankDecodersOfAnMpiJobMatchOneGpu) {
+  const int n = gpu_count();
+  if (n < 2) GTEST_SKIP() << "needs 2 GPUs, " << n << " visible";
+  const int tp = n >= 4 ? 4 : 2;
+  const ModelWeights w = weights_for(Arch::Qwen2, "0,2");
+  const int V = w.config.vocab_size;
+  const std::vector<int32_t> prompt = {3, 141, 59, 265, 358, 979, 323, 846, 264, 338, 327};
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+  auto single = make_cuda_decoder(w, 64);
+  ASSERT_TRUE(single.ok()) << single.message();
+  InProcessGroup control(tp);
+  auto factory = [&](int r) -> RankDecoderFactory {
+    return [&, r](int capacity) { return make_cuda_tp_rank_decoder(w, capacity, r, control.rank(r)); };
+  };
+  std::vector<std::thread> followers;
+  std::vector<Status> follower_status(tp);
+  for (int r = 1; r < tp; ++r) {
+    followers.emplace_back([&, r] {
+      bool step_failed = false;
+      follower_status[r] = follow_tp_leader(control.rank(r), factory(r), &step_failed);
+    });
+  }
+  {
+    TpLeader leader(control.rank(0));
+    auto sharded = leader.start(64, factory(0));
+    ASSERT_TRUE(sharded.ok()) << sharded.message();
+    EXPECT_NE((*sharded)->device_name().find("a process each"), std::string::npos);
+    std::vector<float> ref, got;
+    ASSERT_TRUE((*single)->forward(prompt.data(), static_cast<int>(prompt.size()), LogitsMode::All, ref).ok());
+    ASSERT_TRUE((*sharded)->forward(prompt.data(), static_cast<int>(prompt.size()), LogitsMode::All, got).ok());
+    expect_close(got, ref, V, "prompt, tp " + std::to_string(tp));
+    int32_t token = top1(ref.data() + ref.size() - V, V);
+    for (int step = 0; step < 8; ++step) {
+      ASSERT_TRUE((*single)->forward(&token, 1, LogitsMode::Last, ref).ok());
+      const Status s = (*sharded)->forward(&token, 1, LogitsMode::Last, got);
+      ASSERT_TRUE(s.ok()) << s.message();
+      expect_close(got, ref, V, "decode step " + std::to_string(step));
+      token = top1(ref.data(), V);
+    }
+    (*sharded)->reset();
+    ASSERT_TRUE((*sharded)->forward(prompt.data(), static_cast<int>(prompt.size()), LogitsMode::Last, got).ok());
+    EXPECT_EQ((*sharded)->position(), static_cast<int>(prompt.size()));
+    sharded->reset();
+    EXPECT_TRUE(leader.quit().ok());
+  }
+  for (std::thread& t : followers) t.join();
+  for (int r = 1; r < tp; ++r) EXPECT_TRUE(follower_status[r].ok()) << follower_status[r].message();
 }
 
 // GPUs from the driver's /proc entries: counting them through CUDA would start CUDA in this process,
