@@ -180,6 +180,18 @@ TEST_F(TpMpi, BadLaunchesFailInOneLinePerRank) {
   expect_lines(run_mpi(2, "run -m " + tiny + " --tp 2 -n 2 -f - < /dev/null"), 1, "the prompt is empty");
   expect_lines(run_mpi(2, "logits -m /nonexistent/model.gguf --tp 2 --prompt hi -o " + dir_ + "/y.npy"), 1,
                "does not exist");
+  // --device cuda: whatever the machine (no CUDA in the build, no GPU, a model the CUDA backend cannot run),
+  // every rank fails its start in one line.
+  const Outcome cuda = run_mpi(2, "logits -m " + tiny + " --device cuda --tp 2 --prompt hi -o " + dir_ + "/z.npy");
+  EXPECT_NE(cuda.exit_code, 0);
+  EXPECT_EQ(lines(cuda.err).size(), 2u) << cuda.err;
+  for (const std::string& line : lines(cuda.err)) {
+    bool named = false;
+    for (const char* cause : {"not available in this build", "CUDA error", "head_dim 16"}) {
+      named = named || line.find(cause) != std::string::npos;
+    }
+    EXPECT_TRUE(named && line.rfind("duet: error: ", 0) == 0) << line;
+  }
   // The server's ranks are threads of one process.
   expect_lines(run_mpi(2, "serve --port 0 -m " + tiny + " --tp 2"), 2, "start it without mpirun");
 }
