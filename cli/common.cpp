@@ -91,7 +91,11 @@ Result<std::unique_ptr<BatchDecoder>> make_batch_decoder(const ModelWeights& wei
   }
 #ifdef DUET_HAVE_CUDA
   if (device == "cuda") {
-    if (tp > 1) return make_error("duet serve --tp ", tp, " runs on --device cpu only so far");
+#ifdef DUET_HAVE_NCCL
+    if (tp > 1) return make_cuda_tp_batch_decoder(weights, slots, capacity, 1024, tp);
+#else
+    if (tp > 1) return make_error("--tp ", tp, " on --device cuda needs NCCL, and this build has none");
+#endif
     return make_cuda_batch_decoder(weights, slots, capacity, 1024);
   }
 #endif

@@ -47,7 +47,7 @@ Result<std::unique_ptr<Decoder>> make_decoder(const ModelWeights& weights, const
                                               int tp = 1);
 
 // A batch decoder (server slots) on --device: `slots` sequences of `capacity` positions, over `tp`
-// tensor-parallel ranks (threads; cpu only).
+// tensor-parallel ranks (threads on cpu; on cuda forked workers, made before this process touches CUDA).
 Result<std::unique_ptr<BatchDecoder>> make_batch_decoder(const ModelWeights& weights, const std::string& device,
                                                          int slots, int capacity, int tp = 1);
 

@@ -49,7 +49,6 @@ void serve(ServeOptions o) {
   value_or_fail(o.model.plan());
   if (o.model.tp != 1) {
     if (std::getenv("OMPI_COMM_WORLD_SIZE")) fail("duet serve runs its --tp ranks in one process; start it without mpirun");
-    if (o.model.device != "cpu") fail(str_cat("duet serve --tp ", o.model.tp, " runs on --device cpu only so far"));
     value_or_fail(tp_shard_config(config, o.model.tp));  // the layers' own widths are checked once loaded
   }
   const int capacity = o.model.ctx > 0 ? o.model.ctx : std::min(config.max_context, 2048);

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Tensor parallelism on the GPU machine (issue 24), in one device call:
-#   1. duet_cuda_tests CudaTpProcesses.*: the --device cuda --tp N decoder (a worker
-#      process per GPU, NCCL in the decode graphs) against one GPU; --tp > GPUs fails
+#   1. duet_cuda_tests CudaTpProcesses.*: the --device cuda --tp N decoder and serve's
+#      batch decoder (a worker process per GPU, NCCL in the decode graphs) against one
+#      GPU; --tp > GPUs fails
 #   2. duet_cuda_tests CudaTpOneGpu.*, CudaTpNccl.*: the sharded CudaModel against one
 #      rank (in-process ranks on GPU 0; NCCL tests need 2+ GPUs and skip otherwise), and
 #      the rank decoders of an mpirun job as threads (RankDecodersOfAnMpiJobMatchOneGpu)
@@ -39,10 +40,13 @@ echo "GPUs visible: $gpus; --tp $TP"
 
 if [[ $mode == tests || $mode == all ]]; then
 echo "== duet_cuda_tests: --device cuda --tp N worker processes (a process that has not started CUDA)"
-timeout 280 "$BIN/duet_cuda_tests" --gtest_filter='CudaTpProcesses.*' > "$OUT/tp_processes.log" 2>&1 || status=1
-grep -E "^\[ +(OK|FAILED|PASSED|SKIPPED) |Failure|rank|error" "$OUT/tp_processes.log" | head -20
+# Each test that forks in its own process: a CUDA context does not survive fork.
+for t in WorkerProcessesMatchOneGpu BatchWorkerProcessesMatchOneGpu MoreRanksThanGpusIsAnError; do
+  timeout 120 "$BIN/duet_cuda_tests" --gtest_filter="CudaTpProcesses.$t" > "$OUT/tp_processes_$t.log" 2>&1 || status=1
+  grep -E "^\[ +(OK|FAILED|PASSED|SKIPPED) |Failure|rank|error" "$OUT/tp_processes_$t.log" | head -20
+done
 echo "== duet_cuda_tests: sharded CudaModel, in-process ranks and NCCL"
-timeout 280 "$BIN/duet_cuda_tests" --gtest_filter='CudaTpOneGpu.*:CudaTpNccl.*' > "$OUT/tp_cuda_tests.log" 2>&1 || status=1
+timeout 230 "$BIN/duet_cuda_tests" --gtest_filter='CudaTpOneGpu.*:CudaTpNccl.*' > "$OUT/tp_cuda_tests.log" 2>&1 || status=1
 grep -E "^\[ +(OK|FAILED|PASSED|SKIPPED) |Failure|rank" "$OUT/tp_cuda_tests.log" | head -40
 
 fi
