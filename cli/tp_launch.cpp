@@ -98,16 +98,12 @@ bool TpJob::follower() const {
 
 void TpJob::follow(const ModelOptions& options) {
 #ifdef DUET_HAVE_MPI
-  // The model loads at rank 0's first start, so a command that fails before it needs none.
-  std::unique_ptr<LoadedModel> model;
-  RankDecoderFactory for_model;
+  // Loads while rank 0 does (from the same path on this host); a failure is this rank's answer to rank 0's
+  // first start, and no answer at all when rank 0 ends before it starts a decoder.
+  const Result<LoadedModel> model = load(options);
   const RankDecoderFactory make_rank = [&](int capacity) -> Result<std::unique_ptr<Decoder>> {
-    if (!model) {
-      DUET_ASSIGN_OR_RETURN(LoadedModel loaded, load(options));
-      model = std::make_unique<LoadedModel>(std::move(loaded));
-      for_model = mpi_->factory(model->weights, options.device);
-    }
-    return for_model(capacity);
+    if (!model.ok()) return model.error();
+    return mpi_->factory(model->weights, options.device)(capacity);
   };
   const Status status = follow_tp_leader(*mpi_->control, make_rank, &mpi_->step_failed);
   if (!status.ok()) fail(str_cat("rank ", mpi_->rank.rank, ": ", status.message()));

@@ -35,9 +35,9 @@ class TpJob {
   TpJob& operator=(const TpJob&) = delete;
 
   bool follower() const;
-  // A follower's part of the command: loads the model when rank 0 first starts
-  // a decoder and runs the steps rank 0 sends until it ends. Fails the command
-  // with this rank's own error, if it had one.
+  // A follower's part of the command: loads the model, starts a decoder on its
+  // shard whenever rank 0 does and runs the steps rank 0 sends, until rank 0
+  // ends. Fails the command with this rank's own error, if it had one.
   void follow(const ModelOptions& options);
   // The command's decoder: make_decoder's outside mpirun; under it, rank 0's
   // decoder, whose steps every rank runs.
