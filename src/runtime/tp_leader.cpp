@@ -2,7 +2,6 @@
 // broadcast from rank 0, then for a forward its T tokens.
 #include "runtime/tp_leader.h"
 
-#include <cstring>
 #include <vector>
 
 #include "core/check.h"
