@@ -11,10 +11,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
 #include <sys/wait.h>
+
+#include <nlohmann/json.hpp>
 
 #include "cli_support.h"
 #include "test_support.h"
@@ -155,6 +158,35 @@ TEST_F(TpMpi, PerplexityMatchesOneRank) {
   ASSERT_EQ(std::sscanf(lines(one.out).back().c_str(), "{\"ppl\": %lf", &ppl_one), 1) << one.out;
   ASSERT_EQ(std::sscanf(lines(mpi.out).back().c_str(), "{\"ppl\": %lf", &ppl_mpi), 1) << mpi.out;
   EXPECT_NEAR(ppl_mpi, ppl_one, 1e-6 * ppl_one);
+}
+
+// eval scores its items one sequence at a time through the same decoder: the same predictions as --tp 1, and
+// each choice's log-likelihood within 2e-3 per token (|change of a log-softmax| <= 2 max |logit change|,
+// kSmolTolerance). Needs the task data ($DUET_DATA_DIR, default /work/shared/data: piqa); skipped without it.
+TEST_F(TpMpi, EvalMatchesOneRank) {
+  const char* data_dir = std::getenv("DUET_DATA_DIR");
+  const std::string data = std::string(data_dir ? data_dir : "/work/shared/data") + "/piqa/dev.jsonl";
+  if (!std::filesystem::exists(data)) GTEST_SKIP() << data << " is absent";
+  const std::string smol = test::model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
+  const std::string args = "eval -m " + smol + " --task piqa --limit 4 --data " + data + " --dump ";
+  const Outcome one = run_duet(args + dir_ + "/one.jsonl"), mpi = run_mpi(3, args + dir_ + "/mpi.jsonl --tp 3");
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  ASSERT_EQ(mpi.exit_code, 0) << mpi.err;
+  EXPECT_NE(mpi.out.find("device cpu (tp 3, a process each)"), std::string::npos) << mpi.out;
+  EXPECT_EQ(lines(mpi.out).back(), lines(one.out).back());  // the task's metrics
+  const std::vector<std::string> a = lines(slurp(dir_ + "/one.jsonl")), b = lines(slurp(dir_ + "/mpi.jsonl"));
+  ASSERT_EQ(a.size(), 4u);
+  ASSERT_EQ(b.size(), a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    const auto x = nlohmann::json::parse(a[i]), y = nlohmann::json::parse(b[i]);
+    EXPECT_EQ(y["id"], x["id"]);
+    EXPECT_EQ(y["pred"], x["pred"]) << x["id"];
+    ASSERT_EQ(y["loglik"].size(), x["loglik"].size());
+    for (size_t c = 0; c < x["loglik"].size(); ++c) {
+      EXPECT_NEAR(y["loglik"][c].get<double>(), x["loglik"][c].get<double>(), 2e-3 * x["n_tokens"][c].get<int>())
+          << x["id"] << " choice " << c;
+    }
+  }
 }
 
 // Bad launches: a one-line error on every rank that finds the problem, a non-zero exit, no hang.
