@@ -2,7 +2,9 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #ifdef DUET_HAVE_CUDA
@@ -44,7 +46,13 @@ void ModelOptions::add_tp_to(CLI::App& cmd) {
 }
 
 void set_threads(int threads) {
-  if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
+  if (threads <= 0) {
+    threads = static_cast<int>(std::thread::hardware_concurrency());
+    // Under mpirun the ranks on this host share its cores.
+    if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); local && std::atoi(local) > 1) {
+      threads = std::max(1, threads / std::atoi(local));
+    }
+  }
   omp_set_num_threads(threads);  // OpenBLAS runs single-threaded inside (kernels/cpu/matmul.cpp)
 }
 
@@ -75,10 +83,21 @@ Result<std::unique_ptr<Decoder>> make_decoder(const ModelWeights& weights, const
 }
 
 Result<std::unique_ptr<BatchDecoder>> make_batch_decoder(const ModelWeights& weights, const std::string& device,
-                                                         int slots, int capacity) {
-  if (device == "cpu") return make_cpu_batch_decoder(weights, slots, capacity);
+                                                         int slots, int capacity, int tp) {
+  if (tp < 1) return make_error("--tp must be at least 1 (got ", tp, ")");
+  if (device == "cpu") {
+    if (tp > 1) return make_cpu_tp_batch_decoder(weights, slots, capacity, tp);
+    return make_cpu_batch_decoder(weights, slots, capacity);
+  }
 #ifdef DUET_HAVE_CUDA
-  if (device == "cuda") return make_cuda_batch_decoder(weights, slots, capacity, 1024);
+  if (device == "cuda") {
+#ifdef DUET_HAVE_NCCL
+    if (tp > 1) return make_cuda_tp_batch_decoder(weights, slots, capacity, 1024, tp);
+#else
+    if (tp > 1) return make_error("--tp ", tp, " on --device cuda needs NCCL, and this build has none");
+#endif
+    return make_cuda_batch_decoder(weights, slots, capacity, 1024);
+  }
 #endif
   return make_error("device '", device, "' is not available in this build (built without CUDA)");
 }

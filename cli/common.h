@@ -36,7 +36,8 @@ struct ModelOptions : LpOptions {
   void add_tp_to(CLI::App& cmd);
 };
 
-// Applies --threads to OpenMP (the CPU kernels' only thread pool).
+// Applies --threads to OpenMP (the CPU kernels' only thread pool); by default
+// all cores, shared among the ranks mpirun started on this host.
 void set_threads(int threads);
 
 Result<LoadedModel> load(const ModelOptions& options);
@@ -45,9 +46,10 @@ Result<LoadedModel> load(const ModelOptions& options);
 Result<std::unique_ptr<Decoder>> make_decoder(const ModelWeights& weights, const std::string& device, int capacity,
                                               int tp = 1);
 
-// A batch decoder (server slots) on --device: `slots` sequences of `capacity` positions.
+// A batch decoder (server slots) on --device: `slots` sequences of `capacity` positions, over `tp`
+// tensor-parallel ranks (threads on cpu; on cuda forked workers, made before this process touches CUDA).
 Result<std::unique_ptr<BatchDecoder>> make_batch_decoder(const ModelWeights& weights, const std::string& device,
-                                                         int slots, int capacity);
+                                                         int slots, int capacity, int tp = 1);
 
 // Prints "duet: error: <message>" and ends the command with exit code 1.
 [[noreturn]] void fail(const std::string& message);

@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/tp_launch.h"
 #include "eval/report_progress.h"
 #include "eval/scoring_task.h"
 #include "eval/tasks.h"
@@ -38,6 +39,8 @@ std::vector<std::string> expand_tasks(const std::vector<std::string>& names) {
 }
 
 void run(const EvalOptions& o) {
+  const auto job = value_or_fail(TpJob::join(o.model));  // under mpirun: this process's rank
+  if (job->follower()) return job->follow(o.model);
   const std::vector<std::string> names = expand_tasks(o.tasks);
   if (!o.data.empty() && o.data.size() != names.size()) {
     fail(str_cat("--data names ", o.data.size(), " files for ", names.size(), " tasks; give one per task or none"));
@@ -57,7 +60,7 @@ void run(const EvalOptions& o) {
 
   LoadedModel m = value_or_fail(load(o.model));
   const int capacity = std::min(o.model.ctx > 0 ? o.model.ctx : 2048, m.weights.config.max_context);
-  auto decoder = value_or_fail(make_decoder(m.weights, o.model.device, capacity, o.model.tp));
+  auto decoder = value_or_fail(job->make_decoder(m.weights, o.model, capacity));
   std::printf("model %s, LP pairs %s, depth %d, device %s\n", m.path.c_str(), m.plan.describe().c_str(),
               m.weights.depth(), decoder->device_name().c_str());
   std::fflush(stdout);

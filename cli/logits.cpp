@@ -3,6 +3,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/tp_launch.h"
 #include "io/npy.h"
 
 namespace duet::cli {
@@ -15,6 +16,8 @@ struct LogitsOptions {
 };
 
 void run(const LogitsOptions& o) {
+  const auto job = value_or_fail(TpJob::join(o.model));  // under mpirun: this process's rank
+  if (job->follower()) return job->follow(o.model);
   LoadedModel m = value_or_fail(load(o.model));
   const std::vector<int32_t> tokens = m.tokenizer.encode(o.prompt, o.bos, /*parse_special=*/true);
   if (tokens.empty()) fail("the prompt tokenizes to no tokens");
@@ -22,7 +25,7 @@ void run(const LogitsOptions& o) {
   if (T > m.weights.config.max_context) {
     fail(str_cat("prompt of ", T, " tokens exceeds the model's context of ", m.weights.config.max_context));
   }
-  auto decoder = value_or_fail(make_decoder(m.weights, o.model.device, T, o.model.tp));
+  auto decoder = value_or_fail(job->make_decoder(m.weights, o.model, T));
   std::vector<float> logits;
   check_or_fail(decoder->forward(tokens.data(), T, LogitsMode::All, logits));
   check_or_fail(write_npy_f32(o.output, logits.data(), {T, decoder->vocab_size()}));

@@ -3,6 +3,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/tp_launch.h"
 #include "eval/perplexity.h"
 #include "io/text_file.h"
 
@@ -17,6 +18,8 @@ struct PplOptions {
 };
 
 void run(const PplOptions& o) {
+  const auto job = value_or_fail(TpJob::join(o.model));  // under mpirun: this process's rank
+  if (job->follower()) return job->follow(o.model);
   const std::string text = value_or_fail(read_text_file(o.file));
   LoadedModel m = value_or_fail(load(o.model));
   std::vector<int32_t> tokens = m.tokenizer.encode(text, m.tokenizer.add_bos_default(), /*parse_special=*/false);
@@ -31,7 +34,7 @@ void run(const PplOptions& o) {
     std::fprintf(stderr, "\rppl: window %d/%d, running ppl %.4f", done, total, ppl);
     if (done == total) std::fprintf(stderr, "\n");
   };
-  auto decoder = value_or_fail(make_decoder(m.weights, o.model.device, options.context, o.model.tp));
+  auto decoder = value_or_fail(job->make_decoder(m.weights, o.model, options.context));
   const PerplexityResult r = value_or_fail(perplexity(*decoder, tokens, options));
   std::printf("model %s, LP pairs %s, depth %d, ctx %d, stride %d\n", m.path.c_str(), m.plan.describe().c_str(),
               m.weights.depth(), options.context, options.stride);

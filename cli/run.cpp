@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/tp_launch.h"
 #include "io/text_file.h"
 #include "runtime/generate.h"
 
@@ -31,6 +32,8 @@ std::string prompt_text(const RunOptions& o) {
 }
 
 void run(const RunOptions& o) {
+  const auto job = value_or_fail(TpJob::join(o.model));  // under mpirun: this process's rank
+  if (job->follower()) return job->follow(o.model);
   if (o.prompt_file.empty() == o.prompt.empty()) {
     fail("give the prompt either as an argument or with -f/--prompt-file FILE ('-' reads standard input), not both");
   }
@@ -45,7 +48,7 @@ void run(const RunOptions& o) {
     fail(str_cat("prompt of ", prompt.size(), " tokens plus ", o.max_new_tokens, " new tokens exceeds the model's context of ",
                  m.weights.config.max_context));
   }
-  auto decoder = value_or_fail(make_decoder(m.weights, o.model.device, capacity, o.model.tp));
+  auto decoder = value_or_fail(job->make_decoder(m.weights, o.model, capacity));
   GenerateOptions options;
   options.max_new_tokens = o.max_new_tokens;
   options.sampling = o.sampling;

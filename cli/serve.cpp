@@ -4,6 +4,7 @@
 #include <pthread.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -11,6 +12,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "model/loader.h"
+#include "model/tp_shard.h"
 #include "server/engine.h"
 #include "server/http_server.h"
 
@@ -45,6 +47,10 @@ void serve(ServeOptions o) {
   // What can be checked without the weights fails before the port is taken (one error line).
   const ModelConfig config = value_or_fail(load_config(o.model.model));
   value_or_fail(o.model.plan());
+  if (o.model.tp != 1) {
+    if (std::getenv("OMPI_COMM_WORLD_SIZE")) fail("duet serve runs its --tp ranks in one process; start it without mpirun");
+    value_or_fail(tp_shard_config(config, o.model.tp));  // the layers' own widths are checked once loaded
+  }
   const int capacity = o.model.ctx > 0 ? o.model.ctx : std::min(config.max_context, 2048);
   if (capacity > config.max_context || capacity < 2) {
     fail(str_cat("--ctx ", capacity, " is outside [2, ", config.max_context, "] (the model's context)"));
@@ -70,7 +76,8 @@ void serve(ServeOptions o) {
     fail(loaded.message());
   }
   LoadedModel& m = loaded.value();
-  Result<std::unique_ptr<BatchDecoder>> decoder = make_batch_decoder(m.weights, o.model.device, slots, capacity);
+  Result<std::unique_ptr<BatchDecoder>> decoder =
+      make_batch_decoder(m.weights, o.model.device, slots, capacity, o.model.tp);
   if (!decoder.ok()) {
     stop_listener();
     fail(decoder.message());
@@ -98,6 +105,7 @@ void add_serve_command(CLI::App& app) {
   auto options = std::make_shared<ServeOptions>();
   CLI::App* cmd = app.add_subcommand("serve", "serve the model over an OpenAI-compatible HTTP API (see docs/server.md)");
   options->model.add_to(*cmd);
+  options->model.add_tp_to(*cmd);
   cmd->add_option("--host", options->http.host, "address to listen on")->capture_default_str();
   cmd->add_option("--port", options->http.port, "port to listen on (0: any free port)")
       ->capture_default_str()

@@ -59,6 +59,9 @@ TEST_F(ServeCliTest, ServeAndChatErrorsBeforeServing) {
   expect_one_line_error(run_duet("serve --port 0 -m " + *tiny_ + " --ctx 100000"), "--ctx 100000");
   expect_one_line_error(run_duet("serve --port 0 --host 203.0.113.7 -m " + *tiny_), "cannot bind");
   expect_one_line_error(run_duet("chat -m /nonexistent/model.gguf < /dev/null"), "does not exist");
+  // --tp: a split the model's heads refuse, none below 1.
+  expect_one_line_error(run_duet("serve --port 0 -m " + *tiny_ + " --tp 3"), "--tp 3 does not divide the 4 query heads");
+  expect_one_line_error(run_duet("serve --port 0 -m " + *tiny_ + " --tp 0"), "--tp must be at least 1");
 
   // A port already taken by another socket.
   const int taken = socket(AF_INET, SOCK_STREAM, 0);

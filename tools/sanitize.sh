@@ -37,7 +37,8 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # already), the Python timeline report (no C++), one speed budget that
 # means nothing under ASan (TokenizerSmolLM2.EncodesAMegabyteQuickly: 5 s for
 # 1 MB, 2.6 s alone here and over 10 s beside other tests), and mpi_bootstrap
-# (OpenMPI's own allocations at MPI_Finalize are leaks to LeakSanitizer, and its
-# binary is not built here; the main suite runs it).
+# and TpMpi.* (OpenMPI's own allocations at MPI_Finalize are leaks to
+# LeakSanitizer; the main suite runs them; TpLeader.* runs the same protocol
+# here with ranks as threads).
 ctest --test-dir "$build" --output-on-failure -j"$jobs" \
-  -E 'parser_fuzz|kernel_timeline_report|TokenizerSmolLM2.EncodesAMegabyteQuickly|mpi_bootstrap'
+  -E 'parser_fuzz|kernel_timeline_report|TokenizerSmolLM2.EncodesAMegabyteQuickly|mpi_bootstrap|TpMpi\.'

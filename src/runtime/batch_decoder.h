@@ -4,6 +4,7 @@
 // every slot that is generating, each at its own position. The CPU version
 // keeps one KvCache per slot and runs a decode step's rows as one matmul
 // (CpuModel::decode_batch); the CUDA version (backends/cuda/) steps CudaModel.
+// Under --tp on the CPU each rank (a thread) steps its shard the same way.
 #pragma once
 
 #include <cstdint>
@@ -35,5 +36,12 @@ class BatchDecoder {
 
 // `weights` must outlive the decoder.
 std::unique_ptr<BatchDecoder> make_cpu_batch_decoder(const ModelWeights& weights, int slots, int capacity);
+
+// The CPU batch decoder under tensor parallelism: `tp` ranks as threads, each
+// a CpuModel on its shard with its own caches of every slot (as
+// make_cpu_tp_decoder); an error names a `tp` that does not split the model.
+// `weights` may be freed after the call.
+Result<std::unique_ptr<BatchDecoder>> make_cpu_tp_batch_decoder(const ModelWeights& weights, int slots, int capacity,
+                                                                int tp);
 
 }  // namespace duet

@@ -2,6 +2,7 @@
 // process, each a CpuModel on its shard (model/tp_shard.h) with its own KV
 // cache, joined by an InProcessGroup. Rank 0 runs on the caller's thread and
 // returns the logits; the others run on threads started for each forward.
+// make_cpu_tp_rank_decoder is one such rank when the ranks are processes.
 #include <omp.h>
 
 #include <thread>
@@ -60,7 +61,36 @@ class CpuTpDecoder final : public Decoder {
   std::vector<KvCache> caches_;                    // [tp]
 };
 
+// One rank of a group whose other ranks are other processes: its shard, model and cache.
+class CpuTpRankDecoder final : public Decoder {
+ public:
+  CpuTpRankDecoder(ModelWeights shard, int capacity, Communicator& comm)
+      : shard_(std::move(shard)), comm_(comm), model_(shard_, capacity, &comm), cache_(model_.new_cache(capacity)) {}
+
+  Status forward(const int32_t* tokens, int T, LogitsMode mode, std::vector<float>& logits) override {
+    return model_.forward(tokens, T, cache_, mode, logits);
+  }
+  void reset() override { cache_.clear(); }
+  int position() const override { return cache_.length; }
+  int capacity() const override { return cache_.capacity; }
+  int vocab_size() const override { return shard_.config.vocab_size; }
+  std::string device_name() const override { return str_cat("cpu (tp ", comm_.size(), ", a process each)"); }
+
+ private:
+  ModelWeights shard_;
+  Communicator& comm_;
+  CpuModel model_;
+  KvCache cache_;
+};
+
 }  // namespace
+
+Result<std::unique_ptr<Decoder>> make_cpu_tp_rank_decoder(const ModelWeights& weights, int capacity,
+                                                          Communicator& comm) {
+  DUET_TRY(check_tensor_parallel(weights, comm.size()));
+  DUET_ASSIGN_OR_RETURN(ModelWeights shard, shard_weights(weights, comm.rank(), comm.size()));
+  return std::unique_ptr<Decoder>(std::make_unique<CpuTpRankDecoder>(std::move(shard), capacity, comm));
+}
 
 Result<std::unique_ptr<Decoder>> make_cpu_tp_decoder(const ModelWeights& weights, int capacity, int tp) {
   DUET_TRY(check_tensor_parallel(weights, tp));

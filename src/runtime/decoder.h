@@ -46,4 +46,10 @@ std::unique_ptr<Decoder> make_cpu_decoder(const ModelWeights& weights, int capac
 // not split the model. `weights` may be freed after the call.
 Result<std::unique_ptr<Decoder>> make_cpu_tp_decoder(const ModelWeights& weights, int capacity, int tp);
 
+// One rank of the CPU path under tensor parallelism with a rank per process
+// (runtime/tp_leader.h): rank comm.rank()'s shard of `weights` (copied; `weights`
+// may be freed), its all-reduces over `comm`. Only rank 0's forward returns logits.
+Result<std::unique_ptr<Decoder>> make_cpu_tp_rank_decoder(const ModelWeights& weights, int capacity,
+                                                          Communicator& comm);
+
 }  // namespace duet

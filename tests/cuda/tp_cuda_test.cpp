@@ -5,10 +5,14 @@
 //   CudaTpNccl (skipped with fewer than 2 GPUs): NCCL all-reduce and broadcast
 //     exact on integers, inside a replayed CUDA graph too; the sharded model on
 //     one GPU per rank with its decode steps graph-captured, NCCL inside.
+//     The ranks of an mpirun job (make_cuda_tp_rank_decoder) as threads, one
+//     GPU each, stepped by the leader/follower protocol, against one GPU.
 //   CudaTpProcesses (its own process: --gtest_filter='CudaTpProcesses.*', as
 //     tools/gpu/tp_check.sh runs it): the --device cuda --tp N decoder, which
 //     forks one worker per GPU and so must start before this process touches
-//     CUDA, against the one-GPU decoder; and --tp above the GPU count fails.
+//     CUDA, against the one-GPU decoder; the same for the server's batch
+//     decoder (each of these two in its own process); and --tp above the GPU
+//     count fails.
 // Tolerances:
 //   kTpRelTol  ||tp - tp1|| / ||tp1|| per logits row. Both runs use the same bf16
 //              weights and kernels; the partial sums are added in another order
@@ -27,6 +31,7 @@
 #include <random>
 #include <thread>
 
+#include "backends/cuda/cuda_batch_decoder.h"
 #include "backends/cuda/cuda_decoder.h"
 #include "backends/cuda/cuda_model.h"
 #include "backends/cuda/cuda_tp_decoder.h"
@@ -36,6 +41,7 @@
 #include "parallel/in_process.h"
 #include "parallel/nccl_communicator.h"
 #include "parallel/p2p_all_reduce.h"
+#include "runtime/tp_leader.h"
 #include "test_support.h"
 
 namespace duet {
@@ -349,6 +355,58 @@ TEST(CudaTpNccl, ShardedModelWithGraphsMatchesOneRank) {
   }
 }
 
+// The ranks of an mpirun job (make_cuda_tp_rank_decoder, each with its own GPU and NCCL joined through the id
+// rank 0 broadcasts on the control communicator), here as threads of this process over an InProcessGroup
+// control, stepped by runtime/tp_leader.h as under mpirun: against one GPU, prompt, decode steps and a reset.
+TEST(CudaTpNccl, RankDecodersOfAnMpiJobMatchOneGpu) {
+  const int n = gpu_count();
+  if (n < 2) GTEST_SKIP() << "needs 2 GPUs, " << n << " visible";
+  const int tp = n >= 4 ? 4 : 2;
+  const ModelWeights w = weights_for(Arch::Qwen2, "0,2");
+  const int V = w.config.vocab_size;
+  const std::vector<int32_t> prompt = {3, 141, 59, 265, 358, 979, 323, 846, 264, 338, 327};
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+  auto single = make_cuda_decoder(w, 64);
+  ASSERT_TRUE(single.ok()) << single.message();
+  InProcessGroup control(tp);
+  auto factory = [&](int r) -> RankDecoderFactory {
+    return [&, r](int capacity) { return make_cuda_tp_rank_decoder(w, capacity, r, control.rank(r)); };
+  };
+  std::vector<std::thread> followers;
+  std::vector<Status> follower_status(tp);
+  for (int r = 1; r < tp; ++r) {
+    followers.emplace_back([&, r] {
+      bool step_failed = false;
+      follower_status[r] = follow_tp_leader(control.rank(r), factory(r), &step_failed);
+    });
+  }
+  {
+    TpLeader leader(control.rank(0));
+    auto sharded = leader.start(64, factory(0));
+    ASSERT_TRUE(sharded.ok()) << sharded.message();
+    EXPECT_NE((*sharded)->device_name().find("a process each"), std::string::npos);
+    std::vector<float> ref, got;
+    ASSERT_TRUE((*single)->forward(prompt.data(), static_cast<int>(prompt.size()), LogitsMode::All, ref).ok());
+    ASSERT_TRUE((*sharded)->forward(prompt.data(), static_cast<int>(prompt.size()), LogitsMode::All, got).ok());
+    expect_close(got, ref, V, "prompt, tp " + std::to_string(tp));
+    int32_t token = top1(ref.data() + ref.size() - V, V);
+    for (int step = 0; step < 8; ++step) {
+      ASSERT_TRUE((*single)->forward(&token, 1, LogitsMode::Last, ref).ok());
+      const Status s = (*sharded)->forward(&token, 1, LogitsMode::Last, got);
+      ASSERT_TRUE(s.ok()) << s.message();
+      expect_close(got, ref, V, "decode step " + std::to_string(step));
+      token = top1(ref.data(), V);
+    }
+    (*sharded)->reset();
+    ASSERT_TRUE((*sharded)->forward(prompt.data(), static_cast<int>(prompt.size()), LogitsMode::Last, got).ok());
+    EXPECT_EQ((*sharded)->position(), static_cast<int>(prompt.size()));
+    sharded->reset();
+    EXPECT_TRUE(leader.quit().ok());
+  }
+  for (std::thread& t : followers) t.join();
+  for (int r = 1; r < tp; ++r) EXPECT_TRUE(follower_status[r].ok()) << follower_status[r].message();
+}
+
 // GPUs from the driver's /proc entries: counting them through CUDA would start CUDA in this process,
 // and the workers are forked from it.
 int gpus_without_cuda() {
@@ -389,6 +447,56 @@ TEST(CudaTpProcesses, WorkerProcessesMatchOneGpu) {
   std::vector<float> again;
   ASSERT_TRUE((*sharded)->forward(prompt.data(), static_cast<int>(prompt.size()), LogitsMode::Last, again).ok());
   EXPECT_EQ((*sharded)->position(), static_cast<int>(prompt.size()));
+}
+
+// The server's batch decoder over worker processes (duet serve --device cuda --tp N) against one GPU's: three
+// slots, prompts prefilled (one in two chunks), decode steps of slots {0, 2} then {2, 1, 0}, a slot reset.
+// Run in its own process (tp_check.sh does): it forks before CUDA starts here.
+TEST(CudaTpProcesses, BatchWorkerProcessesMatchOneGpu) {
+  const int n = gpus_without_cuda();
+  if (n < 2) GTEST_SKIP() << "needs 2 GPUs, " << n << " in /proc/driver/nvidia/gpus";
+  const int tp = n >= 4 ? 4 : 2;
+  const ModelWeights w = weights_for(Arch::Qwen2, "0,2");
+  const int V = w.config.vocab_size;
+  auto sharded = make_cuda_tp_batch_decoder(w, 3, 64, 1024, tp);  // forks before CUDA starts here
+  ASSERT_TRUE(sharded.ok()) << sharded.message();
+  auto single = make_cuda_batch_decoder(w, 3, 64, 1024);
+  ASSERT_TRUE(single.ok()) << single.message();
+  EXPECT_EQ((*sharded)->slots(), 3);
+  const std::vector<std::vector<int32_t>> prompts = {{3, 141, 59, 265, 358}, {979, 323}, {846, 264, 338, 327, 11, 7, 5}};
+  std::vector<int32_t> next(3);
+  std::vector<float> ref, got;
+  auto prefill = [&](int slot, const int32_t* tokens, int T, const std::string& label) {
+    ASSERT_TRUE((*single)->prefill(slot, tokens, T, LogitsMode::Last, ref).ok());
+    const Status s = (*sharded)->prefill(slot, tokens, T, LogitsMode::Last, got);
+    ASSERT_TRUE(s.ok()) << s.message();
+    expect_close(got, ref, V, label);
+    next[slot] = top1(ref.data(), V);
+  };
+  auto decode = [&](const std::vector<int32_t>& slots, const std::string& label) {
+    std::vector<int32_t> tokens;
+    for (int32_t s : slots) tokens.push_back(next[s]);
+    const int B = static_cast<int>(slots.size());
+    ASSERT_TRUE((*single)->decode(slots.data(), tokens.data(), B, ref).ok());
+    const Status s = (*sharded)->decode(slots.data(), tokens.data(), B, got);
+    ASSERT_TRUE(s.ok()) << s.message();
+    expect_close(got, ref, V, label);
+    for (int b = 0; b < B; ++b) next[slots[b]] = top1(ref.data() + static_cast<size_t>(b) * V, V);
+  };
+  prefill(0, prompts[0].data(), 5, "prefill slot 0");
+  prefill(1, prompts[1].data(), 1, "prefill slot 1, chunk 1");
+  prefill(1, prompts[1].data() + 1, 1, "prefill slot 1, chunk 2");
+  prefill(2, prompts[2].data(), 7, "prefill slot 2");
+  for (int i = 0; i < 4; ++i) decode({0, 2}, "decode {0, 2} step " + std::to_string(i));
+  (*single)->reset(2);
+  (*sharded)->reset(2);
+  EXPECT_EQ((*sharded)->length(2), 0);
+  prefill(2, prompts[0].data(), 3, "prefill slot 2 after its reset");
+  for (int i = 0; i < 4; ++i) decode({2, 1, 0}, "decode {2, 1, 0} step " + std::to_string(i));
+  // A bad step is refused on rank 0 and the workers stay in step.
+  const int32_t bad_slot = 3, token = 1;
+  EXPECT_FALSE((*sharded)->decode(&bad_slot, &token, 1, got).ok());
+  decode({1}, "decode {1} after a refused step");
 }
 
 TEST(CudaTpProcesses, MoreRanksThanGpusIsAnError) {

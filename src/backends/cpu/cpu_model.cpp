@@ -172,6 +172,7 @@ Status CpuModel::decode_batch(const int32_t* tokens, int B, KvCache* const* cach
                             Hkv, Dh);
     }
     project_plain(layer.attn_out, attn.data(), block_out.data(), B, MatmulPath::kPacked);
+    if (comm_) DUET_TRY(comm_->all_reduce_sum(block_out.data(), n));
     cpu::add_inplace(x.data(), block_out.data(), n);
 
     // FFN over the B rows.
@@ -185,9 +186,14 @@ Status CpuModel::decode_batch(const int32_t* tokens, int B, KvCache* const* cach
     project(layer.ffn_up, {}, xn.data(), grouped, groups, up.data(), B);
     cpu::silu_mul(gate.data(), up.data(), gate.data(), static_cast<int64_t>(B) * F);
     project_plain(layer.ffn_down, gate.data(), block_out.data(), B, MatmulPath::kPacked);
+    if (comm_) DUET_TRY(comm_->all_reduce_sum(block_out.data(), n));
     cpu::add_inplace(x.data(), block_out.data(), n);
   }
   for (int b = 0; b < B; ++b) caches[b]->length += 1;
+  if (comm_ != nullptr && comm_->rank() != 0) {
+    logits.clear();
+    return ok_status();
+  }
   logits.resize(static_cast<size_t>(B) * c.vocab_size);
   std::vector<float> xn(n);
   cpu::rms_norm(x.data(), weights_.output_norm.data(), xn.data(), B, D, c.rms_eps);

@@ -37,7 +37,7 @@ class CpuModel {
   Status forward(const int32_t* tokens, int T, KvCache& cache, LogitsMode mode, std::vector<float>& logits) const;
 
   // One token for each of B sequences: tokens[b] runs at position caches[b]->length of its own cache
-  // and appends its K/V there. logits [B, V]. Every projection reads the encoded rows (when the
+  // and appends its K/V there. logits [B, V] (empty on ranks other than 0). Every projection reads the encoded rows (when the
   // checkpoint has them) for any B, so a sequence's logits do not depend on the batch it runs in.
   Status decode_batch(const int32_t* tokens, int B, KvCache* const* caches, std::vector<float>& logits) const;
 

@@ -1,20 +1,8 @@
 // The MPI start-up of parallel/mpi_bootstrap.h. Every MPI call goes through
-// DUET_MPI_TRY, which turns a failure into an Error with MPI's message.
-#include <mpi.h>
-
+// DUET_MPI_TRY (mpi_check.h).
 #include "parallel/mpi_bootstrap.h"
 
-#define DUET_MPI_TRY(expr)                                                                      \
-  do {                                                                                          \
-    const int duet_mpi_code_ = (expr);                                                          \
-    if (duet_mpi_code_ != MPI_SUCCESS) {                                                        \
-      char duet_mpi_text_[MPI_MAX_ERROR_STRING];                                                \
-      int duet_mpi_len_ = 0;                                                                    \
-      MPI_Error_string(duet_mpi_code_, duet_mpi_text_, &duet_mpi_len_);                         \
-      return ::duet::make_error("MPI error (", std::string(duet_mpi_text_, duet_mpi_len_), ") in ", \
-                                #expr, " at ", __FILE__, ":", __LINE__);                        \
-    }                                                                                           \
-  } while (0)
+#include "parallel/mpi/mpi_check.h"
 
 namespace duet {
 
@@ -40,5 +28,7 @@ Status mpi_broadcast_bytes(void* data, int bytes, int root) {
 }
 
 void mpi_stop() { MPI_Finalize(); }
+
+void mpi_abort(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
 
 }  // namespace duet
