@@ -43,6 +43,14 @@ void ModelOptions::add_tp_to(CLI::App& cmd) {
       ->capture_default_str();
 }
 
+void ModelOptions::add_cpu_math_to(CLI::App& cmd) {
+  cmd.add_option("--cpu-math", cpu_math,
+                 "CPU products with quantized weights: int8 (activations rounded to 8 bits per 32 values, as "
+                 "llama.cpp) or float32 (the exact reference)")
+      ->check(CLI::IsMember({"int8", "float32"}))
+      ->capture_default_str();
+}
+
 void set_threads(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
   omp_set_num_threads(threads);  // OpenBLAS runs single-threaded inside (kernels/cpu/matmul.cpp)
@@ -55,11 +63,11 @@ Result<LoadedModel> load(const ModelOptions& options) {
 }
 
 Result<std::unique_ptr<Decoder>> make_decoder(const ModelWeights& weights, const std::string& device, int capacity,
-                                              int tp) {
+                                              int tp, CpuArithmetic arithmetic) {
   if (tp < 1) return make_error("--tp must be at least 1 (got ", tp, ")");
   if (device == "cpu") {
-    if (tp > 1) return make_cpu_tp_decoder(weights, capacity, tp);
-    return make_cpu_decoder(weights, capacity);
+    if (tp > 1) return make_cpu_tp_decoder(weights, capacity, tp, arithmetic);
+    return make_cpu_decoder(weights, capacity, arithmetic);
   }
 #ifdef DUET_HAVE_CUDA
   if (device == "cuda") {
@@ -75,8 +83,8 @@ Result<std::unique_ptr<Decoder>> make_decoder(const ModelWeights& weights, const
 }
 
 Result<std::unique_ptr<BatchDecoder>> make_batch_decoder(const ModelWeights& weights, const std::string& device,
-                                                         int slots, int capacity) {
-  if (device == "cpu") return make_cpu_batch_decoder(weights, slots, capacity);
+                                                         int slots, int capacity, CpuArithmetic arithmetic) {
+  if (device == "cpu") return make_cpu_batch_decoder(weights, slots, capacity, arithmetic);
 #ifdef DUET_HAVE_CUDA
   if (device == "cuda") return make_cuda_batch_decoder(weights, slots, capacity, 1024);
 #endif

@@ -30,10 +30,15 @@ struct ModelOptions : LpOptions {
   int threads = 0;  // 0: all cores
   int ctx = 0;      // 0: command's default, capped by the model's context
   int tp = 1;       // tensor-parallel ranks (--tp; only commands that call add_tp_to)
+  std::string cpu_math = "int8";  // --cpu-math: int8 (llama.cpp's arithmetic) or float32 (the reference)
+
+  CpuArithmetic arithmetic() const { return cpu_math == "float32" ? CpuArithmetic::kFloat32 : CpuArithmetic::kInt8; }
 
   void add_to(CLI::App& cmd, bool with_ctx = true);
   // --tp N: run the model over N tensor-parallel ranks (threads on cpu, GPUs on cuda).
   void add_tp_to(CLI::App& cmd);
+  // --cpu-math int8|float32 (commands that pass arithmetic() to their decoder).
+  void add_cpu_math_to(CLI::App& cmd);
 };
 
 // Applies --threads to OpenMP (the CPU kernels' only thread pool).
@@ -43,11 +48,12 @@ Result<LoadedModel> load(const ModelOptions& options);
 
 // A decoder on --device with `capacity` positions, over `tp` tensor-parallel ranks.
 Result<std::unique_ptr<Decoder>> make_decoder(const ModelWeights& weights, const std::string& device, int capacity,
-                                              int tp = 1);
+                                              int tp = 1, CpuArithmetic arithmetic = CpuArithmetic::kFloat32);
 
 // A batch decoder (server slots) on --device: `slots` sequences of `capacity` positions.
 Result<std::unique_ptr<BatchDecoder>> make_batch_decoder(const ModelWeights& weights, const std::string& device,
-                                                         int slots, int capacity);
+                                                         int slots, int capacity,
+                                                         CpuArithmetic arithmetic = CpuArithmetic::kFloat32);
 
 // Prints "duet: error: <message>" and ends the command with exit code 1.
 [[noreturn]] void fail(const std::string& message);

@@ -57,7 +57,7 @@ void run(const EvalOptions& o) {
 
   LoadedModel m = value_or_fail(load(o.model));
   const int capacity = std::min(o.model.ctx > 0 ? o.model.ctx : 2048, m.weights.config.max_context);
-  auto decoder = value_or_fail(make_decoder(m.weights, o.model.device, capacity, o.model.tp));
+  auto decoder = value_or_fail(make_decoder(m.weights, o.model.device, capacity, o.model.tp, o.model.arithmetic()));
   std::printf("model %s, LP pairs %s, depth %d, device %s\n", m.path.c_str(), m.plan.describe().c_str(),
               m.weights.depth(), decoder->device_name().c_str());
   std::fflush(stdout);
@@ -81,6 +81,7 @@ void add_eval_command(CLI::App& app) {
       "eval", "zero-shot benchmark accuracy (lm-evaluation-harness scoring); one JSON line per task");
   options->model.add_to(*cmd);
   options->model.add_tp_to(*cmd);
+  options->model.add_cpu_math_to(*cmd);
   cmd->add_option("--task", options->tasks, "task names (repeat or comma-separate), or 'all' for the six LP tasks")
       ->required()
       ->delimiter(',');

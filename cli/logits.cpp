@@ -22,7 +22,7 @@ void run(const LogitsOptions& o) {
   if (T > m.weights.config.max_context) {
     fail(str_cat("prompt of ", T, " tokens exceeds the model's context of ", m.weights.config.max_context));
   }
-  auto decoder = value_or_fail(make_decoder(m.weights, o.model.device, T, o.model.tp));
+  auto decoder = value_or_fail(make_decoder(m.weights, o.model.device, T, o.model.tp, o.model.arithmetic()));
   std::vector<float> logits;
   check_or_fail(decoder->forward(tokens.data(), T, LogitsMode::All, logits));
   check_or_fail(write_npy_f32(o.output, logits.data(), {T, decoder->vocab_size()}));
@@ -38,6 +38,7 @@ void add_logits_command(CLI::App& app) {
               "unless --bos is given.");
   options->model.add_to(*cmd, /*with_ctx=*/false);
   options->model.add_tp_to(*cmd);
+  options->model.add_cpu_math_to(*cmd);
   cmd->add_option("--prompt", options->prompt, "prompt text")->required();
   cmd->add_option("-o,--output", options->output, "output .npy path")->required();
   cmd->add_flag("--bos", options->bos, "prepend the BOS token");

@@ -31,7 +31,7 @@ void run(const PplOptions& o) {
     std::fprintf(stderr, "\rppl: window %d/%d, running ppl %.4f", done, total, ppl);
     if (done == total) std::fprintf(stderr, "\n");
   };
-  auto decoder = value_or_fail(make_decoder(m.weights, o.model.device, options.context, o.model.tp));
+  auto decoder = value_or_fail(make_decoder(m.weights, o.model.device, options.context, o.model.tp, o.model.arithmetic()));
   const PerplexityResult r = value_or_fail(perplexity(*decoder, tokens, options));
   std::printf("model %s, LP pairs %s, depth %d, ctx %d, stride %d\n", m.path.c_str(), m.plan.describe().c_str(),
               m.weights.depth(), options.context, options.stride);
@@ -46,6 +46,7 @@ void add_ppl_command(CLI::App& app) {
       "ppl", "perplexity of a text file; the last line is JSON {\"ppl\": ..., \"tokens\": ...}");
   options->model.add_to(*cmd);
   options->model.add_tp_to(*cmd);
+  options->model.add_cpu_math_to(*cmd);
   cmd->add_option("-f,--file", options->file, "UTF-8 text file")->required();
   cmd->add_option("--stride", options->stride, "tokens between window starts (default: ctx/2; ctx defaults to 512)");
   cmd->add_option("--max-tokens", options->max_tokens, "score only the first N tokens of the file");

@@ -34,6 +34,7 @@ class BatchDecoder {
 };
 
 // `weights` must outlive the decoder.
-std::unique_ptr<BatchDecoder> make_cpu_batch_decoder(const ModelWeights& weights, int slots, int capacity);
+std::unique_ptr<BatchDecoder> make_cpu_batch_decoder(const ModelWeights& weights, int slots, int capacity,
+                                                     CpuArithmetic arithmetic = CpuArithmetic::kFloat32);
 
 }  // namespace duet

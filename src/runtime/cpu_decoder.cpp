@@ -6,8 +6,8 @@ namespace {
 
 class CpuDecoder final : public Decoder {
  public:
-  CpuDecoder(const ModelWeights& weights, int capacity)
-      : model_(weights, capacity), cache_(model_.new_cache(capacity)) {}
+  CpuDecoder(const ModelWeights& weights, int capacity, CpuArithmetic arithmetic)
+      : model_(weights, capacity, nullptr, arithmetic), cache_(model_.new_cache(capacity)) {}
 
   Status forward(const int32_t* tokens, int T, LogitsMode mode, std::vector<float>& logits) override {
     return model_.forward(tokens, T, cache_, mode, logits);
@@ -25,8 +25,8 @@ class CpuDecoder final : public Decoder {
 
 }  // namespace
 
-std::unique_ptr<Decoder> make_cpu_decoder(const ModelWeights& weights, int capacity) {
-  return std::make_unique<CpuDecoder>(weights, capacity);
+std::unique_ptr<Decoder> make_cpu_decoder(const ModelWeights& weights, int capacity, CpuArithmetic arithmetic) {
+  return std::make_unique<CpuDecoder>(weights, capacity, arithmetic);
 }
 
 }  // namespace duet

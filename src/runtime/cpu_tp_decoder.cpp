@@ -15,10 +15,10 @@ namespace {
 
 class CpuTpDecoder final : public Decoder {
  public:
-  CpuTpDecoder(std::vector<ModelWeights> shards, int capacity)
+  CpuTpDecoder(std::vector<ModelWeights> shards, int capacity, CpuArithmetic arithmetic)
       : shards_(std::move(shards)), group_(static_cast<int>(shards_.size())) {
     for (int r = 0; r < group_.size(); ++r) {
-      models_.push_back(std::make_unique<CpuModel>(shards_[r], capacity, &group_.rank(r)));
+      models_.push_back(std::make_unique<CpuModel>(shards_[r], capacity, &group_.rank(r), arithmetic));
       caches_.push_back(models_.back()->new_cache(capacity));
     }
   }
@@ -62,14 +62,15 @@ class CpuTpDecoder final : public Decoder {
 
 }  // namespace
 
-Result<std::unique_ptr<Decoder>> make_cpu_tp_decoder(const ModelWeights& weights, int capacity, int tp) {
+Result<std::unique_ptr<Decoder>> make_cpu_tp_decoder(const ModelWeights& weights, int capacity, int tp,
+                                                     CpuArithmetic arithmetic) {
   DUET_TRY(check_tensor_parallel(weights, tp));
   std::vector<ModelWeights> shards;
   for (int r = 0; r < tp; ++r) {
     DUET_ASSIGN_OR_RETURN(ModelWeights shard, shard_weights(weights, r, tp));
     shards.push_back(std::move(shard));
   }
-  return std::unique_ptr<Decoder>(std::make_unique<CpuTpDecoder>(std::move(shards), capacity));
+  return std::unique_ptr<Decoder>(std::make_unique<CpuTpDecoder>(std::move(shards), capacity, arithmetic));
 }
 
 }  // namespace duet

@@ -38,12 +38,14 @@ class Decoder {
                                  std::vector<SequenceScores>& scores);
 };
 
-// A Decoder on the CPU reference path. `weights` must outlive it.
-std::unique_ptr<Decoder> make_cpu_decoder(const ModelWeights& weights, int capacity);
+// A Decoder on the CPU path (float32 reference arithmetic unless `arithmetic` says int8). `weights` must outlive it.
+std::unique_ptr<Decoder> make_cpu_decoder(const ModelWeights& weights, int capacity,
+                                          CpuArithmetic arithmetic = CpuArithmetic::kFloat32);
 
 // The CPU reference path under tensor parallelism: `tp` ranks as threads, each
 // on its shard of `weights` (model/tp_shard.h); an error names a `tp` that does
 // not split the model. `weights` may be freed after the call.
-Result<std::unique_ptr<Decoder>> make_cpu_tp_decoder(const ModelWeights& weights, int capacity, int tp);
+Result<std::unique_ptr<Decoder>> make_cpu_tp_decoder(const ModelWeights& weights, int capacity, int tp,
+                                                     CpuArithmetic arithmetic = CpuArithmetic::kFloat32);
 
 }  // namespace duet
