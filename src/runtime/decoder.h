@@ -36,6 +36,13 @@ class Decoder {
   // sequences overrides it. Evaluators call this, so batching is one place.
   virtual Status score_sequences(const std::vector<std::vector<int32_t>>& sequences,
                                  std::vector<SequenceScores>& scores);
+  // score_sequences when only the tokens t >= first_scored[s] of sequence s need scores (entries
+  // t-1 >= first_scored[s]-1; first_scored[s] >= 1): a backend may skip the others, leaving
+  // log_probs NaN and argmax -1 there. The base scores every position.
+  virtual Status score_sequences_from(const std::vector<std::vector<int32_t>>& sequences,
+                                      const std::vector<int>& first_scored, std::vector<SequenceScores>& scores) {
+    return score_sequences(sequences, scores);
+  }
 };
 
 // A Decoder on the CPU path (float32 reference arithmetic unless `arithmetic` says int8). `weights` must outlive it.

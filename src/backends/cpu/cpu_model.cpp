@@ -207,8 +207,17 @@ Status CpuModel::decode_batch(const int32_t* tokens, int B, KvCache* const* cach
 
 Status CpuModel::forward(const int32_t* tokens, int T, KvCache& cache, LogitsMode mode,
                          std::vector<float>& logits) const {
+  const int rows = mode == LogitsMode::All ? T : 1;
+  return forward_rows(tokens, T, cache, T - rows, rows, logits);
+}
+
+Status CpuModel::forward_rows(const int32_t* tokens, int T, KvCache& cache, int first_row, int rows,
+                              std::vector<float>& logits) const {
   const ModelConfig& c = config();
   if (T <= 0) return make_error("forward: no tokens to run");
+  if (first_row < 0 || rows < 0 || first_row + rows > T) {
+    return make_error("forward: logits rows [", first_row, ", ", first_row + rows, ") are outside the ", T, " tokens");
+  }
   if (cache.length + T > cache.capacity || cache.length + T > max_positions_) {
     return make_error(cache.length + T, " tokens do not fit the context of ", std::min(cache.capacity, max_positions_),
                       " positions (", cache.length, " already used); raise --ctx or shorten the prompt");
@@ -236,9 +245,8 @@ Status CpuModel::forward(const int32_t* tokens, int T, KvCache& cache, LogitsMod
     logits.clear();
     return ok_status();
   }
-  const int rows = mode == LogitsMode::All ? T : 1;
   logits.resize(static_cast<size_t>(rows) * c.vocab_size);
-  output_logits(x.data() + (T - rows) * static_cast<int64_t>(c.dim), rows, logits.data());
+  if (rows > 0) output_logits(x.data() + first_row * static_cast<int64_t>(c.dim), rows, logits.data());
   return ok_status();
 }
 

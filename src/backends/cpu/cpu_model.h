@@ -46,6 +46,10 @@ class CpuModel {
   // logits: [T, V] for LogitsMode::All, [1, V] (last token) for Last; left
   // empty on ranks other than 0.
   Status forward(const int32_t* tokens, int T, KvCache& cache, LogitsMode mode, std::vector<float>& logits) const;
+  // forward with logits [rows, V] for token rows [first_row, first_row + rows) of the T only (scoring
+  // reads the continuation's rows; the vocabulary projection is a fifth of a small model's work).
+  Status forward_rows(const int32_t* tokens, int T, KvCache& cache, int first_row, int rows,
+                      std::vector<float>& logits) const;
 
   // One token for each of B sequences: tokens[b] runs at position caches[b]->length of its own cache
   // and appends its K/V there. logits [B, V]. Every projection reads the encoded rows (when the

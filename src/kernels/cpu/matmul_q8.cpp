@@ -178,6 +178,25 @@ inline float horizontal_sum(__m512 acc, __m128 off) {
   return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
+// Row n of y for inputs first..first+kInputs-1, from the row's unpacked pairs. kInputs independent
+// accumulators hide the FMA latency and share each weight load; every input sees the same sums as alone.
+template <int kInputs>
+void dot_inputs(const WeightPair* unpacked, int64_t pairs, const QuantizedInputs& qx, int64_t first, int K,
+                float* const* out) {
+  __m512 acc[kInputs];
+  __m128 off[kInputs];
+  for (int i = 0; i < kInputs; ++i) acc[i] = _mm512_setzero_ps(), off[i] = _mm_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p) {
+    const WeightPair wp = unpacked[p];
+    for (int i = 0; i < kInputs; ++i) {
+      const int64_t input = first + i;
+      dot_pair(wp, qx.q.data() + input * K + p * 64, qx.scale.data() + (input * pairs + p) * 16,
+               qx.extra.data() + (input * pairs + p) * 4, acc[i], off[i]);
+    }
+  }
+  for (int i = 0; i < kInputs; ++i) *out[i] = horizontal_sum(acc[i], off[i]);
+}
+
 // Int8 GEMVs of a few hundred thousand weights take tens of microseconds:
 // enough to pay for waking a second thread.
 constexpr int64_t kParallelMinWeights = int64_t(1) << 17;
@@ -215,15 +234,18 @@ void matmul_q8_vnni(const float* x, int G, const PackedRows& w, const float* bia
       const int64_t g = n / rows_per_group;
       const uint8_t* row = w.bytes.data() + static_cast<int64_t>(n) * w.row_bytes;
       for (int64_t p = 0; p < pairs; ++p) unpacked[p] = unpack_pair(w.type, row, p, lane_block);
-      for (int t = 0; t < T; ++t) {
-        const int64_t input = g * T + t;
-        const int8_t* xq = qx.q.data() + input * K;
-        const float* xs = qx.scale.data() + input * pairs * 16;
-        const float* xe = qx.extra.data() + input * pairs * 4;
-        __m512 acc = _mm512_setzero_ps();
-        __m128 off = _mm_setzero_ps();
-        for (int64_t p = 0; p < pairs; ++p) dot_pair(unpacked[p], xq + p * 64, xs + p * 16, xe + p * 4, acc, off);
-        y[static_cast<int64_t>(t) * N + n] = horizontal_sum(acc, off) + (bias ? bias[n] : 0.0f);
+      float* out[4];
+      int t = 0;
+      for (; t + 4 <= T; t += 4) {
+        for (int i = 0; i < 4; ++i) out[i] = y + static_cast<int64_t>(t + i) * N + n;
+        dot_inputs<4>(unpacked.data(), pairs, qx, g * T + t, K, out);
+      }
+      for (; t < T; ++t) {
+        out[0] = y + static_cast<int64_t>(t) * N + n;
+        dot_inputs<1>(unpacked.data(), pairs, qx, g * T + t, K, out);
+      }
+      if (bias) {
+        for (int u = 0; u < T; ++u) y[static_cast<int64_t>(u) * N + n] += bias[n];
       }
     }
   }
