@@ -210,6 +210,36 @@ TEST(CpuKernels, MatmulQ8EqualsDecodedRowsTimesQuantizedInput) {
   }
 }
 
+// matmul_q8_shared (one quantization, one region for Q/K/V-like projections) equals one matmul_q8 per projection,
+// bit for bit, also when one projection's encoding differs from the others' (it then runs on its own).
+TEST(CpuKernels, MatmulQ8SharedEqualsOneCallPerProjection) {
+  std::mt19937 rng(11);
+  const int K = 128, G = 2, T = 3;
+  std::vector<float> x(G * T * K);
+  for (float& v : x) v = std::uniform_real_distribution<float>(-1, 1)(rng);
+  for (DType third : {DType::Q4_1, DType::Q8_0}) {
+    const std::vector<PackedRows> w = {random_packed(DType::Q4_1, 38, K, rng), random_packed(DType::Q4_1, 6, K, rng),
+                                       random_packed(third, 10, K, rng)};
+    std::vector<float> bias(38, 0.5f);
+    for (int t : {T, 1}) {  // T inputs per group, and the decode path
+      std::vector<std::vector<float>> shared(3), alone(3);
+      std::vector<cpu::PackedProjection> projections;
+      for (int i = 0; i < 3; ++i) {
+        const int N = static_cast<int>(w[i].bytes.size() / w[i].row_bytes);
+        shared[i].assign(t * N, NAN);
+        alone[i].assign(t * N, NAN);
+        const float* b = i == 0 ? bias.data() : nullptr;
+        projections.push_back({&w[i], b, shared[i].data(), N});
+        cpu::matmul_q8(x.data(), G, w[i], b, alone[i].data(), t, N, K);
+      }
+      cpu::matmul_q8_shared(x.data(), G, projections.data(), 3, t, K);
+      for (int i = 0; i < 3; ++i) {
+        EXPECT_EQ(shared[i], alone[i]) << "projection " << i << " T=" << t << " third " << dtype_name(third);
+      }
+    }
+  }
+}
+
 // Where the int8 path does not apply (K not a multiple of 64), matmul_q8 is matmul_packed, bit for bit.
 TEST(CpuKernels, MatmulQ8FallsBackToFloatForUnpairedBlocks) {
   std::mt19937 rng(9);

@@ -30,6 +30,17 @@ void matmul_packed(const float* x, int G, const PackedRows& w, const float* bias
 void matmul_q8(const float* x, int G, const PackedRows& w, const float* bias, float* y, int T, int N, int K);
 bool matmul_q8_supported(const PackedRows& w, int K);
 
+// One projection of a shared input: y [T,N] = x W^T (+ bias [N] when non-null).
+struct PackedProjection {
+  const PackedRows* w = nullptr;
+  const float* bias = nullptr;
+  float* y = nullptr;
+  int N = 0;
+};
+// matmul_q8_shared: matmul_q8 of one input x [G,T,K] with each of `count` projections (each y equals matmul_q8's);
+// x is quantized once and every row runs in one parallel region when all share one supported encoding.
+void matmul_q8_shared(const float* x, int G, const PackedProjection* projections, int count, int T, int K);
+
 // RopeTable: cos/sin of pos * theta^(-2i/Dh) / freq_factor[i] for pos in [0,S), i in [0,Dh/2).
 struct RopeTable {
   int head_dim = 0;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
 
 #include "kernels/ops.h"
 
@@ -57,6 +58,28 @@ void project(CpuArithmetic arithmetic, const Matrix& w, const std::vector<float>
   }
 }
 
+// Projections of one normed input (Q, K, V; gate, up): under int8 arithmetic one matmul_q8_shared call
+// (one quantization of the input, one parallel region), else project() each.
+struct Projection {
+  const Matrix& w;
+  const std::vector<float>& bias;
+  float* y;
+};
+
+void project_all(CpuArithmetic arithmetic, std::initializer_list<Projection> outputs, const float* normed,
+                 const std::vector<float>& grouped, int groups, int T) {
+  bool shared = arithmetic == CpuArithmetic::kInt8 && !grouped.empty();
+  for (const Projection& o : outputs) shared = shared && !o.w.packed.empty();
+  if (!shared) {
+    for (const Projection& o : outputs) project(arithmetic, o.w, o.bias, normed, grouped, groups, o.y, T);
+    return;
+  }
+  std::vector<cpu::PackedProjection> packed;
+  for (const Projection& o : outputs) packed.push_back({&o.w.packed, bias_or_null(o.bias), o.y, static_cast<int>(o.w.rows)});
+  cpu::matmul_q8_shared(grouped.data(), groups, packed.data(), static_cast<int>(packed.size()), T,
+                        static_cast<int>(outputs.begin()->w.cols));
+}
+
 // y = x W^T for projections that read no norm (attention output, FFN down, logits).
 void project_plain(CpuArithmetic arithmetic, const Matrix& w, const float* x, float* y, int T,
                    MatmulPath path = MatmulPath::kByTokens) {
@@ -99,9 +122,10 @@ void CpuModel::attention_block(const LayerWeights& layer, LayerCache& cache, int
   // K and V go straight into the cache rows of positions [pos0, pos0+T).
   float* k = cache.k.data() + pos0 * kv_row;
   float* v = cache.v.data() + pos0 * kv_row;
-  project(arithmetic_, layer.attn_q, layer.attn_q_bias, xn.data(), grouped, groups, q.data(), T);
-  project(arithmetic_, layer.attn_k, layer.attn_k_bias, xn.data(), grouped, groups, k, T);
-  project(arithmetic_, layer.attn_v, layer.attn_v_bias, xn.data(), grouped, groups, v, T);
+  project_all(arithmetic_,
+              {{layer.attn_q, layer.attn_q_bias, q.data()}, {layer.attn_k, layer.attn_k_bias, k},
+               {layer.attn_v, layer.attn_v_bias, v}},
+              xn.data(), grouped, groups, T);
   if (!layer.attn_q_norm.empty()) {
     cpu::rms_norm_heads(q.data(), layer.attn_q_norm.data.data(), T, H, Dh, c.rms_eps);
     cpu::rms_norm_heads(k, layer.attn_k_norm.data.data(), T, Hkv, Dh, c.rms_eps);
@@ -123,8 +147,9 @@ void CpuModel::ffn_block(const LayerWeights& layer, const float* x, int T, float
                                          ? grouped_inputs(x, layer.ffn_packed_gains, T, D, c.rms_eps)
                                          : std::vector<float>();
   const int groups = static_cast<int>(layer.ffn_packed_gains.rows);
-  project(arithmetic_, layer.ffn_gate, {}, xn.data(), grouped, groups, gate.data(), T);
-  project(arithmetic_, layer.ffn_up, {}, xn.data(), grouped, groups, up.data(), T);
+  const std::vector<float> no_bias;
+  project_all(arithmetic_, {{layer.ffn_gate, no_bias, gate.data()}, {layer.ffn_up, no_bias, up.data()}}, xn.data(),
+              grouped, groups, T);
   cpu::silu_mul(gate.data(), up.data(), gate.data(), static_cast<int64_t>(T) * F);
   project_plain(arithmetic_, layer.ffn_down, gate.data(), out, T);
 }
@@ -164,9 +189,10 @@ Status CpuModel::decode_batch(const int32_t* tokens, int B, KvCache* const* cach
                                      ? grouped_inputs(x.data(), layer.attn_packed_gains, B, D, c.rms_eps)
                                      : std::vector<float>();
     int groups = static_cast<int>(layer.attn_packed_gains.rows);
-    project(arithmetic_, layer.attn_q, layer.attn_q_bias, xn.data(), grouped, groups, q.data(), B);
-    project(arithmetic_, layer.attn_k, layer.attn_k_bias, xn.data(), grouped, groups, k.data(), B);
-    project(arithmetic_, layer.attn_v, layer.attn_v_bias, xn.data(), grouped, groups, v.data(), B);
+    project_all(arithmetic_,
+                {{layer.attn_q, layer.attn_q_bias, q.data()}, {layer.attn_k, layer.attn_k_bias, k.data()},
+                 {layer.attn_v, layer.attn_v_bias, v.data()}},
+                xn.data(), grouped, groups, B);
     if (!layer.attn_q_norm.empty()) {
       cpu::rms_norm_heads(q.data(), layer.attn_q_norm.data.data(), B, H, Dh, c.rms_eps);
       cpu::rms_norm_heads(k.data(), layer.attn_k_norm.data.data(), B, Hkv, Dh, c.rms_eps);
@@ -191,8 +217,9 @@ Status CpuModel::decode_batch(const int32_t* tokens, int B, KvCache* const* cach
                   ? grouped_inputs(x.data(), layer.ffn_packed_gains, B, D, c.rms_eps)
                   : std::vector<float>();
     groups = static_cast<int>(layer.ffn_packed_gains.rows);
-    project(arithmetic_, layer.ffn_gate, {}, xn.data(), grouped, groups, gate.data(), B);
-    project(arithmetic_, layer.ffn_up, {}, xn.data(), grouped, groups, up.data(), B);
+    const std::vector<float> no_bias;
+    project_all(arithmetic_, {{layer.ffn_gate, no_bias, gate.data()}, {layer.ffn_up, no_bias, up.data()}}, xn.data(),
+                grouped, groups, B);
     cpu::silu_mul(gate.data(), up.data(), gate.data(), static_cast<int64_t>(B) * F);
     project_plain(arithmetic_, layer.ffn_down, gate.data(), block_out.data(), B, MatmulPath::kPacked);
     cpu::add_inplace(x.data(), block_out.data(), n);

@@ -17,9 +17,12 @@
 // Q4_1 (m * sum_j x_j) and the -8 of Q4_0 use d_x * sum(q_x), kept per block.
 //
 // T = 1 (decode) streams each row once through a fused loop; T > 1 unpacks a
-// row into a thread-local buffer once and dots it with every input (prefill,
-// scoring). Each input's result is the same arithmetic for any T, so a
-// sequence's output does not depend on the batch it runs in.
+// row into a thread-local buffer once and dots it with every input, four at a
+// time (prefill, scoring). Each input's result is the same arithmetic for any
+// T, so a sequence's output does not depend on the batch it runs in.
+// matmul_q8_shared runs the projections of one input (Q, K, V; gate, up) as
+// one: the input is quantized once and all their rows share one parallel
+// region, which halves a decode step's thread wake-ups.
 #include <immintrin.h>
 #include <omp.h>
 
@@ -198,55 +201,61 @@ void dot_inputs(const WeightPair* unpacked, int64_t pairs, const QuantizedInputs
 }
 
 // Int8 GEMVs of a few hundred thousand weights take tens of microseconds:
-// enough to pay for waking a second thread.
+// enough to pay for waking a second thread. Rows go out in dynamic chunks, so a
+// thread that the OS preempts (other processes on few cores) delays a region
+// by one chunk, not by its whole static share.
 constexpr int64_t kParallelMinWeights = int64_t(1) << 17;
+constexpr int kRowsPerChunk = 16;
 
-void matmul_q8_vnni(const float* x, int G, const PackedRows& w, const float* bias, float* y, int T, int N, int K) {
-  const int64_t pairs = K / 64, inputs = static_cast<int64_t>(G) * T;
-  QuantizedInputs qx;
-  quantize_inputs(x, inputs, K, w.type, qx);
-  const __m512i lane_block =
-      _mm512_mask_blend_epi32(second_block_lanes(w.type), _mm512_setzero_si512(), _mm512_set1_epi32(2));
-  const int rows_per_group = N / G;
-  const bool parallel = int64_t(N) * K * std::max(T, 1) >= kParallelMinWeights;
-  if (T == 1) {
-#pragma omp parallel for schedule(static) if (parallel)
-    for (int n = 0; n < N; ++n) {
-      const int64_t input = n / rows_per_group;
-      const uint8_t* row = w.bytes.data() + static_cast<int64_t>(n) * w.row_bytes;
-      const int8_t* xq = qx.q.data() + input * K;
-      const float* xs = qx.scale.data() + input * pairs * 16;
-      const float* xe = qx.extra.data() + input * pairs * 4;
-      __m512 acc = _mm512_setzero_ps();
-      __m128 off = _mm_setzero_ps();
-      for (int64_t p = 0; p < pairs; ++p) {
-        dot_pair(unpack_pair(w.type, row, p, lane_block), xq + p * 64, xs + p * 16, xe + p * 4, acc, off);
-      }
-      y[n] = horizontal_sum(acc, off) + (bias ? bias[n] : 0.0f);
+// Row n of projection `w` against its group's inputs.
+void project_row(const PackedProjection& w, int n, int G, int T, int K, const QuantizedInputs& qx, __m512i lane_block,
+                 std::vector<WeightPair>& unpacked) {
+  const int64_t pairs = K / 64, g = n / (w.N / G);
+  const uint8_t* row = w.w->bytes.data() + static_cast<int64_t>(n) * w.w->row_bytes;
+  const float bias = w.bias ? w.bias[n] : 0.0f;
+  if (T == 1) {  // stream the row once: no unpacked copy
+    __m512 acc = _mm512_setzero_ps();
+    __m128 off = _mm_setzero_ps();
+    const int8_t* xq = qx.q.data() + g * K;
+    const float* xs = qx.scale.data() + g * pairs * 16;
+    const float* xe = qx.extra.data() + g * pairs * 4;
+    for (int64_t p = 0; p < pairs; ++p) {
+      dot_pair(unpack_pair(w.w->type, row, p, lane_block), xq + p * 64, xs + p * 16, xe + p * 4, acc, off);
     }
+    w.y[n] = horizontal_sum(acc, off) + bias;
     return;
   }
+  for (int64_t p = 0; p < pairs; ++p) unpacked[p] = unpack_pair(w.w->type, row, p, lane_block);
+  float* out[4];
+  int t = 0;
+  for (; t + 4 <= T; t += 4) {
+    for (int i = 0; i < 4; ++i) out[i] = w.y + static_cast<int64_t>(t + i) * w.N + n;
+    dot_inputs<4>(unpacked.data(), pairs, qx, g * T + t, K, out);
+  }
+  for (; t < T; ++t) {
+    out[0] = w.y + static_cast<int64_t>(t) * w.N + n;
+    dot_inputs<1>(unpacked.data(), pairs, qx, g * T + t, K, out);
+  }
+  for (int u = 0; u < T; ++u) w.y[static_cast<int64_t>(u) * w.N + n] += bias;
+}
+
+void matmul_q8_vnni(const float* x, int G, const PackedProjection* projections, int count, int T, int K) {
+  const DType type = projections[0].w->type;
+  QuantizedInputs qx;
+  quantize_inputs(x, static_cast<int64_t>(G) * T, K, type, qx);
+  const __m512i lane_block =
+      _mm512_mask_blend_epi32(second_block_lanes(type), _mm512_setzero_si512(), _mm512_set1_epi32(2));
+  int total = 0;
+  for (int i = 0; i < count; ++i) total += projections[i].N;
+  const bool parallel = int64_t(total) * K * T >= kParallelMinWeights;
 #pragma omp parallel if (parallel)
   {
-    std::vector<WeightPair> unpacked(static_cast<size_t>(pairs));
-#pragma omp for schedule(static)
-    for (int n = 0; n < N; ++n) {
-      const int64_t g = n / rows_per_group;
-      const uint8_t* row = w.bytes.data() + static_cast<int64_t>(n) * w.row_bytes;
-      for (int64_t p = 0; p < pairs; ++p) unpacked[p] = unpack_pair(w.type, row, p, lane_block);
-      float* out[4];
-      int t = 0;
-      for (; t + 4 <= T; t += 4) {
-        for (int i = 0; i < 4; ++i) out[i] = y + static_cast<int64_t>(t + i) * N + n;
-        dot_inputs<4>(unpacked.data(), pairs, qx, g * T + t, K, out);
-      }
-      for (; t < T; ++t) {
-        out[0] = y + static_cast<int64_t>(t) * N + n;
-        dot_inputs<1>(unpacked.data(), pairs, qx, g * T + t, K, out);
-      }
-      if (bias) {
-        for (int u = 0; u < T; ++u) y[static_cast<int64_t>(u) * N + n] += bias[n];
-      }
+    std::vector<WeightPair> unpacked(static_cast<size_t>(T > 1 ? K / 64 : 0));
+#pragma omp for schedule(dynamic, kRowsPerChunk)
+    for (int r = 0; r < total; ++r) {
+      int i = 0, n = r;
+      while (n >= projections[i].N) n -= projections[i++].N;
+      project_row(projections[i], n, G, T, K, qx, lane_block, unpacked);
     }
   }
 }
@@ -265,11 +274,27 @@ bool matmul_q8_supported(const PackedRows& w, int K) {
 #endif
 }
 
-void matmul_q8(const float* x, int G, const PackedRows& w, const float* bias, float* y, int T, int N, int K) {
+void matmul_q8_shared(const float* x, int G, const PackedProjection* projections, int count, int T, int K) {
+  bool together = true;
+  for (int i = 0; i < count; ++i) {
+    together = together && matmul_q8_supported(*projections[i].w, K) && projections[i].w->type == projections[0].w->type;
+  }
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
-  if (matmul_q8_supported(w, K)) return matmul_q8_vnni(x, G, w, bias, y, T, N, K);
+  if (together) return matmul_q8_vnni(x, G, projections, count, T, K);
 #endif
-  matmul_packed(x, G, w, bias, y, T, N, K);
+  for (int i = 0; i < count; ++i) {
+    const PackedProjection& p = projections[i];
+    if (matmul_q8_supported(*p.w, K)) {
+      matmul_q8_shared(x, G, &p, 1, T, K);
+    } else {
+      matmul_packed(x, G, *p.w, p.bias, p.y, T, p.N, K);
+    }
+  }
+}
+
+void matmul_q8(const float* x, int G, const PackedRows& w, const float* bias, float* y, int T, int N, int K) {
+  const PackedProjection projection{&w, bias, y, N};
+  matmul_q8_shared(x, G, &projection, 1, T, K);
 }
 
 }  // namespace duet::cpu
