@@ -24,9 +24,9 @@ void matmul(const float* x, const float* w, const float* bias, float* y, int T, 
 // For small T (decode): each row is read once and dotted with all T inputs; y[t,:] does not depend on T.
 void matmul_packed(const float* x, int G, const PackedRows& w, const float* bias, float* y, int T, int N, int K);
 
-// matmul_q8: matmul_packed with each 32-block of x quantized to int8 (q = round(x/d), d = max|x|/127, as llama.cpp's
-// Q8_1) and integer block dot products (AVX-512 VNNI); int32 per block, fp32 across blocks. Where
-// matmul_q8_supported is false (other encodings, K % 64 != 0, no VNNI) it is matmul_packed. y[t,:] does not depend on T.
+// matmul_q8: matmul_packed with each 32-block of x rounded to int8 (q = round(x * 127 / max|x|), as llama.cpp's Q8_1)
+// and integer block dot products (AVX-512 VNNI); int32 within a block, fp32 across blocks; y[t,:] does not depend
+// on T. Where matmul_q8_supported is false (other encodings, K % 64 != 0, no VNNI) it is matmul_packed.
 void matmul_q8(const float* x, int G, const PackedRows& w, const float* bias, float* y, int T, int N, int K);
 bool matmul_q8_supported(const PackedRows& w, int K);
 

@@ -75,7 +75,9 @@ void project_all(CpuArithmetic arithmetic, std::initializer_list<Projection> out
     return;
   }
   std::vector<cpu::PackedProjection> packed;
-  for (const Projection& o : outputs) packed.push_back({&o.w.packed, bias_or_null(o.bias), o.y, static_cast<int>(o.w.rows)});
+  for (const Projection& o : outputs) {
+    packed.push_back({&o.w.packed, bias_or_null(o.bias), o.y, static_cast<int>(o.w.rows)});
+  }
   cpu::matmul_q8_shared(grouped.data(), groups, packed.data(), static_cast<int>(packed.size()), T,
                         static_cast<int>(outputs.begin()->w.cols));
 }

@@ -277,7 +277,8 @@ bool matmul_q8_supported(const PackedRows& w, int K) {
 void matmul_q8_shared(const float* x, int G, const PackedProjection* projections, int count, int T, int K) {
   bool together = true;
   for (int i = 0; i < count; ++i) {
-    together = together && matmul_q8_supported(*projections[i].w, K) && projections[i].w->type == projections[0].w->type;
+    const PackedRows& w = *projections[i].w;
+    together = together && matmul_q8_supported(w, K) && w.type == projections[0].w->type;
   }
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
   if (together) return matmul_q8_vnni(x, G, projections, count, T, K);
