@@ -1,6 +1,7 @@
 // CPU reference kernels on tiny hand-computed cases (awkward sizes where it matters).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -251,6 +252,39 @@ TEST(CpuKernels, MatmulQ8FallsBackToFloatForUnpairedBlocks) {
   cpu::matmul_q8(x.data(), 1, w, nullptr, a.data(), T, N, K);
   cpu::matmul_packed(x.data(), 1, w, nullptr, b.data(), T, N, K);
   EXPECT_EQ(a, b);
+}
+
+}  // namespace
+}  // namespace duet
+
+namespace duet {
+namespace {
+
+// sum_exp_shifted against long double exp, at awkward lengths (tails of the 8-lane loop), values from 0 down
+// past exp's underflow (-745) and a 49152-wide row like a vocabulary's logits. Single terms must be exp within
+// 2 ulp; sums within 1e-13 relative, what adding 49k doubles costs in any order (the sequential std::exp loop
+// this replaced was off by 2.6e-14 on such a row, the 8-lane sum here by 4.1e-15).
+TEST(CpuKernels, SumExpShiftedMatchesLongDoubleWithinFewUlp) {
+  std::mt19937 rng(13);
+  for (int n : {1, 7, 8, 19, 49152}) {
+    std::vector<float> x(n);
+    for (float& v : x) v = std::uniform_real_distribution<float>(-40, 8)(rng);
+    if (n > 8) x[3] = -800.0f, x[5] = -744.0f, x[6] = 0.0f;
+    const float shift = *std::max_element(x.begin(), x.end());
+    long double ref = 0;
+    for (float v : x) ref += std::exp(static_cast<long double>(static_cast<double>(v) - shift));
+    const double got = cpu::sum_exp_shifted(x.data(), n, shift);
+    EXPECT_NEAR(got, static_cast<double>(ref), 1e-13 * static_cast<double>(ref)) << "n=" << n;
+  }
+  // Single terms: exp itself, a few ulp.
+  for (float v : {0.0f, -1e-7f, -0.3465f, -0.3467f, -1.0f, -20.5f, -700.0f}) {
+    const double got = cpu::sum_exp_shifted(&v, 1, 0.0f);
+    EXPECT_NEAR(got, std::exp(double(v)), 4e-16 * std::exp(double(v))) << v;
+  }
+  std::vector<float> eight = {0.0f, -1e-7f, -0.3465f, -0.3467f, -1.0f, -20.5f, -700.0f, -746.0f};
+  double expected = 0;
+  for (float v : eight) expected += std::exp(double(v));
+  EXPECT_NEAR(cpu::sum_exp_shifted(eight.data(), 8, 0.0f), expected, 1e-15 * expected);
 }
 
 }  // namespace

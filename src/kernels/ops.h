@@ -63,6 +63,10 @@ void attention_causal(const float* q, const float* k, const float* v, float* out
 // silu_mul: out[i] = gate[i] * sigmoid(gate[i]) * up[i] for i in [0,n). out may alias gate.
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);
 
+// sum_exp_shifted: sum_i exp(double(x[i]) - shift) for i in [0,n), in double; needs x[i] <= shift (a log-softmax's
+// max); within ~1e-15 relative of the exact sum (not summed in index order).
+double sum_exp_shifted(const float* x, int64_t n, float shift);
+
 // add_inplace: y[i] += x[i] for i in [0,n).
 void add_inplace(float* y, const float* x, int64_t n);
 
