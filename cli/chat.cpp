@@ -60,7 +60,7 @@ void chat(const ChatOptions& o) {
   const int model_context = m.weights.config.max_context;
   const int capacity = o.model.ctx > 0 ? o.model.ctx : std::min(model_context, 4096);
   if (capacity > model_context || capacity < 2) fail(str_cat("--ctx ", capacity, " is outside [2, ", model_context, "]"));
-  auto decoder = value_or_fail(make_batch_decoder(m.weights, o.model.device, 1, capacity));
+  auto decoder = value_or_fail(make_batch_decoder(m.weights, o.model.device, 1, capacity, 1, o.model.arithmetic()));
   std::vector<bool> end_of_generation(m.tokenizer.vocab_size());
   for (int32_t t = 0; t < m.tokenizer.vocab_size(); ++t) end_of_generation[t] = m.tokenizer.is_end_of_generation(t);
 
@@ -121,6 +121,7 @@ void add_chat_command(CLI::App& app) {
   auto options = std::make_shared<ChatOptions>();
   CLI::App* cmd = app.add_subcommand("chat", "talk with the model in the terminal (its chat template, streaming)");
   options->model.add_to(*cmd);
+  options->model.add_cpu_math_to(*cmd);
   cmd->add_option("-n,--max-tokens", options->max_new_tokens, "most tokens per answer")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));

@@ -45,6 +45,14 @@ void ModelOptions::add_tp_to(CLI::App& cmd) {
       ->capture_default_str();
 }
 
+void ModelOptions::add_cpu_math_to(CLI::App& cmd) {
+  cmd.add_option("--cpu-math", cpu_math,
+                 "CPU products with quantized weights: int8 (activations rounded to 8 bits per 32 values, as "
+                 "llama.cpp), float32 (the exact reference), or auto (int8; float32 under --tp > 1)")
+      ->check(CLI::IsMember({"auto", "int8", "float32"}))
+      ->capture_default_str();
+}
+
 void set_threads(int threads) {
   if (threads <= 0) {
     threads = static_cast<int>(std::thread::hardware_concurrency());
@@ -63,11 +71,11 @@ Result<LoadedModel> load(const ModelOptions& options) {
 }
 
 Result<std::unique_ptr<Decoder>> make_decoder(const ModelWeights& weights, const std::string& device, int capacity,
-                                              int tp) {
+                                              int tp, CpuArithmetic arithmetic) {
   if (tp < 1) return make_error("--tp must be at least 1 (got ", tp, ")");
   if (device == "cpu") {
-    if (tp > 1) return make_cpu_tp_decoder(weights, capacity, tp);
-    return make_cpu_decoder(weights, capacity);
+    if (tp > 1) return make_cpu_tp_decoder(weights, capacity, tp, arithmetic);
+    return make_cpu_decoder(weights, capacity, arithmetic);
   }
 #ifdef DUET_HAVE_CUDA
   if (device == "cuda") {
@@ -83,11 +91,12 @@ Result<std::unique_ptr<Decoder>> make_decoder(const ModelWeights& weights, const
 }
 
 Result<std::unique_ptr<BatchDecoder>> make_batch_decoder(const ModelWeights& weights, const std::string& device,
-                                                         int slots, int capacity, int tp) {
+                                                         int slots, int capacity, int tp,
+                                                         CpuArithmetic arithmetic) {
   if (tp < 1) return make_error("--tp must be at least 1 (got ", tp, ")");
   if (device == "cpu") {
-    if (tp > 1) return make_cpu_tp_batch_decoder(weights, slots, capacity, tp);
-    return make_cpu_batch_decoder(weights, slots, capacity);
+    if (tp > 1) return make_cpu_tp_batch_decoder(weights, slots, capacity, tp, arithmetic);
+    return make_cpu_batch_decoder(weights, slots, capacity, arithmetic);
   }
 #ifdef DUET_HAVE_CUDA
   if (device == "cuda") {

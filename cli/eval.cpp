@@ -84,6 +84,7 @@ void add_eval_command(CLI::App& app) {
       "eval", "zero-shot benchmark accuracy (lm-evaluation-harness scoring); one JSON line per task");
   options->model.add_to(*cmd);
   options->model.add_tp_to(*cmd);
+  options->model.add_cpu_math_to(*cmd);
   cmd->add_option("--task", options->tasks, "task names (repeat or comma-separate), or 'all' for the six LP tasks")
       ->required()
       ->delimiter(',');

@@ -41,6 +41,7 @@ void add_logits_command(CLI::App& app) {
               "unless --bos is given.");
   options->model.add_to(*cmd, /*with_ctx=*/false);
   options->model.add_tp_to(*cmd);
+  options->model.add_cpu_math_to(*cmd);
   cmd->add_option("--prompt", options->prompt, "prompt text")->required();
   cmd->add_option("-o,--output", options->output, "output .npy path")->required();
   cmd->add_flag("--bos", options->bos, "prepend the BOS token");

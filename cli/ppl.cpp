@@ -49,6 +49,7 @@ void add_ppl_command(CLI::App& app) {
       "ppl", "perplexity of a text file; the last line is JSON {\"ppl\": ..., \"tokens\": ...}");
   options->model.add_to(*cmd);
   options->model.add_tp_to(*cmd);
+  options->model.add_cpu_math_to(*cmd);
   cmd->add_option("-f,--file", options->file, "UTF-8 text file")->required();
   cmd->add_option("--stride", options->stride, "tokens between window starts (default: ctx/2; ctx defaults to 512)");
   cmd->add_option("--max-tokens", options->max_tokens, "score only the first N tokens of the file");

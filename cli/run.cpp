@@ -74,6 +74,7 @@ void add_run_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("run", "generate a continuation of PROMPT and stream it to stdout");
   options->model.add_to(*cmd);
   options->model.add_tp_to(*cmd);
+  options->model.add_cpu_math_to(*cmd);
   cmd->add_option("prompt", options->prompt, "the prompt text");
   cmd->add_option("-f,--prompt-file", options->prompt_file, "read the prompt from FILE ('-': standard input)");
   cmd->add_option("-n,--max-tokens", options->max_new_tokens, "tokens to generate")->capture_default_str()->check(CLI::Range(1, 1 << 20));

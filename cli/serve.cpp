@@ -77,7 +77,7 @@ void serve(ServeOptions o) {
   }
   LoadedModel& m = loaded.value();
   Result<std::unique_ptr<BatchDecoder>> decoder =
-      make_batch_decoder(m.weights, o.model.device, slots, capacity, o.model.tp);
+      make_batch_decoder(m.weights, o.model.device, slots, capacity, o.model.tp, o.model.arithmetic());
   if (!decoder.ok()) {
     stop_listener();
     fail(decoder.message());
@@ -106,6 +106,7 @@ void add_serve_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("serve", "serve the model over an OpenAI-compatible HTTP API (see docs/server.md)");
   options->model.add_to(*cmd);
   options->model.add_tp_to(*cmd);
+  options->model.add_cpu_math_to(*cmd);
   cmd->add_option("--host", options->http.host, "address to listen on")->capture_default_str();
   cmd->add_option("--port", options->http.port, "port to listen on (0: any free port)")
       ->capture_default_str()

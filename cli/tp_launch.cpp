@@ -32,9 +32,10 @@ struct TpJob::Mpi {
   bool step_failed = false;               // a follower's step failed: the job must be aborted
 
   // This rank's decoder on --device.
-  RankDecoderFactory factory(const ModelWeights& weights, const std::string& device) {
-    return [this, &weights, device](int capacity) -> Result<std::unique_ptr<Decoder>> {
-      if (device == "cpu") return make_cpu_tp_rank_decoder(weights, capacity, *control);
+  RankDecoderFactory factory(const ModelWeights& weights, const ModelOptions& options) {
+    return [this, &weights, device = options.device,
+            arithmetic = options.arithmetic()](int capacity) -> Result<std::unique_ptr<Decoder>> {
+      if (device == "cpu") return make_cpu_tp_rank_decoder(weights, capacity, *control, arithmetic);
 #ifdef DUET_HAVE_NCCL
       if (device == "cuda") return make_cuda_tp_rank_decoder(weights, capacity, rank.local_rank, *control);
 #endif
@@ -103,7 +104,7 @@ void TpJob::follow(const ModelOptions& options) {
   const Result<LoadedModel> model = load(options);
   const RankDecoderFactory make_rank = [&](int capacity) -> Result<std::unique_ptr<Decoder>> {
     if (!model.ok()) return model.error();
-    return mpi_->factory(model->weights, options.device)(capacity);
+    return mpi_->factory(model->weights, options)(capacity);
   };
   const Status status = follow_tp_leader(*mpi_->control, make_rank, &mpi_->step_failed);
   if (!status.ok()) fail(str_cat("rank ", mpi_->rank.rank, ": ", status.message()));
@@ -113,9 +114,9 @@ void TpJob::follow(const ModelOptions& options) {
 Result<std::unique_ptr<Decoder>> TpJob::make_decoder(const ModelWeights& weights, const ModelOptions& options,
                                                      int capacity) {
 #ifdef DUET_HAVE_MPI
-  if (mpi_) return mpi_->leader->start(capacity, mpi_->factory(weights, options.device));
+  if (mpi_) return mpi_->leader->start(capacity, mpi_->factory(weights, options));
 #endif
-  return cli::make_decoder(weights, options.device, capacity, options.tp);
+  return cli::make_decoder(weights, options.device, capacity, options.tp, options.arithmetic());
 }
 
 }  // namespace duet::cli

@@ -197,6 +197,9 @@ def request_seeds():
         write("request", f"completion_{i}.bin", "0" + json.dumps(body))
     for i, body in enumerate(chats):
         write("request", f"chat_{i}.bin", "1" + json.dumps(body, ensure_ascii=False))
+    # A finding (the parser's message quoted these bytes raw): invalid UTF-8 where the parse stops.
+    write("request", "invalid_utf8.bin", b'0{"prompt": [[4, 5], [6]\xa8\xd3\xdf\xdd"stream": true}')
+    write("request", "n_zero.bin", '0{"prompt": "a", "n": 0}')  # a finding: accepted before the lower bound held
     write("request", "chat_utf8.bin", "1" + json.dumps({"messages": [{"role": "user", "content": "caf\u00e9 \u2603"}]}, ensure_ascii=False))
 
 

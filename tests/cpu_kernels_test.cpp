@@ -1,6 +1,7 @@
 // CPU reference kernels on tiny hand-computed cases (awkward sizes where it matters).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -145,6 +146,145 @@ TEST(CpuKernels, MatmulPackedEqualsDecodedRowsTimesGroupedInput) {
       }
     }
   }
+}
+
+}  // namespace
+}  // namespace duet
+
+namespace duet {
+namespace {
+
+// x quantized per 32-block as matmul_q8's contract states: q = round(x * 127 / max|x|), returned dequantized.
+std::vector<double> q8_roundtrip(const float* x, int K) {
+  std::vector<double> out(K);
+  for (int b = 0; b < K; b += 32) {
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b + j]));
+    const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+    for (int j = 0; j < 32; ++j) out[b + j] = std::nearbyint(x[b + j] * inv) * (double(amax) / 127.0);
+  }
+  return out;
+}
+
+// matmul_q8 against the decoded rows times the 8-bit-rounded inputs in double
+// (the integer dot products must be exact: 1e-4 is fp32 summation only), and
+// against the float32 inputs within the rounding's own bound: each x_j moves
+// by at most d/2 = max|x_block| / 254, so |y_q8 - y| <= sum_j |w_j| d_j / 2.
+TEST(CpuKernels, MatmulQ8EqualsDecodedRowsTimesQuantizedInput) {
+  std::mt19937 rng(7);
+  const int N = 38, G = 2;
+  for (DType type : {DType::Q4_0, DType::Q4_1, DType::Q8_0}) {
+    for (int K : {128, 192}) {
+      const PackedRows w = random_packed(type, N, K, rng);
+      ASSERT_TRUE(cpu::matmul_q8_supported(w, K));
+      std::vector<float> decoded(N * K), bias(N);
+      for (int n = 0; n < N; ++n) dequantize_row(type, w.bytes.data() + n * w.row_bytes, decoded.data() + n * K, K);
+      for (float& b : bias) b = std::uniform_real_distribution<float>(-1, 1)(rng);
+      const int T = 5;
+      std::vector<float> x(G * T * K), y(T * N, NAN);
+      for (float& v : x) v = std::uniform_real_distribution<float>(-1, 1)(rng);
+      x[7] = 0;
+      std::fill(x.begin() + 32, x.begin() + 64, 0.0f);  // an all-zero block (d = 0)
+      cpu::matmul_q8(x.data(), G, w, bias.data(), y.data(), T, N, K);
+      for (int t = 0; t < T; ++t) {
+        for (int n = 0; n < N; ++n) {
+          const float* xt = x.data() + (int64_t(n / (N / G)) * T + t) * K;
+          const std::vector<double> xq = q8_roundtrip(xt, K);
+          double ref_q8 = bias[n], ref_f32 = bias[n], bound = 0;
+          for (int k = 0; k < K; ++k) {
+            ref_q8 += decoded[n * K + k] * xq[k];
+            ref_f32 += double(decoded[n * K + k]) * xt[k];
+            bound += std::fabs(decoded[n * K + k]) * std::fabs(xq[k] - xt[k]);
+          }
+          EXPECT_NEAR(y[t * N + n], ref_q8, 1e-4) << dtype_name(type) << " K=" << K << " t=" << t << " row " << n;
+          EXPECT_NEAR(y[t * N + n], ref_f32, bound + 1e-4) << dtype_name(type) << " K=" << K << " row " << n;
+        }
+      }
+      // Batch invariance: each input alone (T = 1, the fused decode loop) gives the same bits.
+      for (int t = 0; t < T; ++t) {
+        std::vector<float> xt(G * K), yt(N);
+        for (int g = 0; g < G; ++g) std::copy_n(x.data() + (int64_t(g) * T + t) * K, K, xt.data() + g * K);
+        cpu::matmul_q8(xt.data(), G, w, bias.data(), yt.data(), 1, N, K);
+        for (int n = 0; n < N; ++n) ASSERT_EQ(yt[n], y[t * N + n]) << dtype_name(type) << " t=" << t << " row " << n;
+      }
+    }
+  }
+}
+
+// matmul_q8_shared (one quantization, one region for Q/K/V-like projections) equals one matmul_q8 per projection,
+// bit for bit, also when one projection's encoding differs from the others' (it then runs on its own).
+TEST(CpuKernels, MatmulQ8SharedEqualsOneCallPerProjection) {
+  std::mt19937 rng(11);
+  const int K = 128, G = 2, T = 3;
+  std::vector<float> x(G * T * K);
+  for (float& v : x) v = std::uniform_real_distribution<float>(-1, 1)(rng);
+  for (DType third : {DType::Q4_1, DType::Q8_0}) {
+    const std::vector<PackedRows> w = {random_packed(DType::Q4_1, 38, K, rng), random_packed(DType::Q4_1, 6, K, rng),
+                                       random_packed(third, 10, K, rng)};
+    std::vector<float> bias(38, 0.5f);
+    for (int t : {T, 1}) {  // T inputs per group, and the decode path
+      std::vector<std::vector<float>> shared(3), alone(3);
+      std::vector<cpu::PackedProjection> projections;
+      for (int i = 0; i < 3; ++i) {
+        const int N = static_cast<int>(w[i].bytes.size() / w[i].row_bytes);
+        shared[i].assign(t * N, NAN);
+        alone[i].assign(t * N, NAN);
+        const float* b = i == 0 ? bias.data() : nullptr;
+        projections.push_back({&w[i], b, shared[i].data(), N});
+        cpu::matmul_q8(x.data(), G, w[i], b, alone[i].data(), t, N, K);
+      }
+      cpu::matmul_q8_shared(x.data(), G, projections.data(), 3, t, K);
+      for (int i = 0; i < 3; ++i) {
+        EXPECT_EQ(shared[i], alone[i]) << "projection " << i << " T=" << t << " third " << dtype_name(third);
+      }
+    }
+  }
+}
+
+// Where the int8 path does not apply (K not a multiple of 64), matmul_q8 is matmul_packed, bit for bit.
+TEST(CpuKernels, MatmulQ8FallsBackToFloatForUnpairedBlocks) {
+  std::mt19937 rng(9);
+  const int N = 20, K = 96, T = 2;
+  const PackedRows w = random_packed(DType::Q4_1, N, K, rng);
+  EXPECT_FALSE(cpu::matmul_q8_supported(w, K));
+  std::vector<float> x(T * K), a(T * N), b(T * N);
+  for (float& v : x) v = std::uniform_real_distribution<float>(-1, 1)(rng);
+  cpu::matmul_q8(x.data(), 1, w, nullptr, a.data(), T, N, K);
+  cpu::matmul_packed(x.data(), 1, w, nullptr, b.data(), T, N, K);
+  EXPECT_EQ(a, b);
+}
+
+}  // namespace
+}  // namespace duet
+
+namespace duet {
+namespace {
+
+// sum_exp_shifted against long double exp, at awkward lengths (tails of the 8-lane loop), values from 0 down
+// past exp's underflow (-745) and a 49152-wide row like a vocabulary's logits. Single terms must be exp within
+// 2 ulp; sums within 1e-13 relative, what adding 49k doubles costs in any order (the sequential std::exp loop
+// this replaced was off by 2.6e-14 on such a row, the 8-lane sum here by 4.1e-15).
+TEST(CpuKernels, SumExpShiftedMatchesLongDoubleWithinFewUlp) {
+  std::mt19937 rng(13);
+  for (int n : {1, 7, 8, 19, 49152}) {
+    std::vector<float> x(n);
+    for (float& v : x) v = std::uniform_real_distribution<float>(-40, 8)(rng);
+    if (n > 8) x[3] = -800.0f, x[5] = -744.0f, x[6] = 0.0f;
+    const float shift = *std::max_element(x.begin(), x.end());
+    long double ref = 0;
+    for (float v : x) ref += std::exp(static_cast<long double>(static_cast<double>(v) - shift));
+    const double got = cpu::sum_exp_shifted(x.data(), n, shift);
+    EXPECT_NEAR(got, static_cast<double>(ref), 1e-13 * static_cast<double>(ref)) << "n=" << n;
+  }
+  // Single terms: exp itself, a few ulp.
+  for (float v : {0.0f, -1e-7f, -0.3465f, -0.3467f, -1.0f, -20.5f, -700.0f}) {
+    const double got = cpu::sum_exp_shifted(&v, 1, 0.0f);
+    EXPECT_NEAR(got, std::exp(double(v)), 4e-16 * std::exp(double(v))) << v;
+  }
+  std::vector<float> eight = {0.0f, -1e-7f, -0.3465f, -0.3467f, -1.0f, -20.5f, -700.0f, -746.0f};
+  double expected = 0;
+  for (float v : eight) expected += std::exp(double(v));
+  EXPECT_NEAR(cpu::sum_exp_shifted(eight.data(), 8, 0.0f), expected, 1e-15 * expected);
 }
 
 }  // namespace

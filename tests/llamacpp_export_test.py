@@ -82,7 +82,8 @@ def check_case(duet, name, source, plan_args, export_type, prompt, tol, workdir)
     summary = run([duet, "export", "-m", source, *plan_args, "--type", export_type, "-o", out]).strip()
     tokens = json.loads(run([duet, "tokenize", "-m", out, "--text", prompt]))
     npy = os.path.join(workdir, f"{name}.npy")
-    run([duet, "logits", "-m", source, *plan_args, "--prompt", prompt, "-o", npy])
+    # float32: the reference arithmetic (the default int8 rounds activations as llama.cpp does on Q4_1).
+    run([duet, "logits", "-m", source, *plan_args, "--cpu-math", "float32", "--prompt", prompt, "-o", npy])
     ours = np.load(npy)
     theirs = llama_cpp_logits(out, prompt, tokens)
     if ours.shape != theirs.shape:

@@ -103,6 +103,8 @@ TEST(OpenAiSchema, RejectsBadRequestsNamingTheField) {
       {R"({"prompt": "x", "temperature": "hot"})", "'temperature' must be a number"},
       {R"({"prompt": "x", "top_p": 0})", "'top_p' must be in (0, 1]"},
       {R"({"prompt": "x", "n": 100})", "'n' must be in"},
+      {R"({"prompt": "x", "n": 0})", "'n' must be in [1, "},
+      {R"({"prompt": "x", "max_tokens": 18446744073709551615})", "'max_tokens' must be in"},
       {R"({"prompt": "x", "stop": ["a", 1]})", "'stop' must be"},
       {R"({"prompt": "x", "stop": ""})", "must not be empty"},
       {R"({"prompt": "x", "logprobs": 50})", "'logprobs' must be in"},
@@ -119,6 +121,10 @@ TEST(OpenAiSchema, RejectsBadRequestsNamingTheField) {
   auto r = server::parse_completion_request(deep);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.message().find("nested deeper than"), std::string::npos) << r.message();
+  // Invalid UTF-8 where the parser stops: the message quotes it as '?', so the error body carries it unchanged.
+  auto bad_bytes = server::parse_completion_request("{\"prompt\": [[4, 5], [6]\xa8\xd3\xdf\xdd}");
+  ASSERT_FALSE(bad_bytes.ok());
+  for (char c : bad_bytes.message()) EXPECT_TRUE(c >= 0x20 && c <= 0x7e) << bad_bytes.message();
   EXPECT_FALSE(server::parse_chat_request(R"({"messages": []})").ok());
   EXPECT_FALSE(server::parse_chat_request(R"({"messages": [{"content": "no role"}]})").ok());
   EXPECT_FALSE(server::parse_chat_request(R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})").ok());

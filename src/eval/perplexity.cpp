@@ -3,12 +3,13 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/ops.h"
+
 namespace duet {
 
 double token_log_prob(const float* logits, int vocab_size, int32_t target) {
   const float max_logit = *std::max_element(logits, logits + vocab_size);
-  double sum = 0;
-  for (int i = 0; i < vocab_size; ++i) sum += std::exp(static_cast<double>(logits[i]) - max_logit);
+  const double sum = cpu::sum_exp_shifted(logits, vocab_size, max_logit);
   return static_cast<double>(logits[target]) - max_logit - std::log(sum);
 }
 

@@ -33,6 +33,15 @@ Result<TokenizedRequest> tokenize_request(const Tokenizer& tokenizer, const Requ
   return out;
 }
 
+namespace {
+
+bool same_context(const TokenizedRequest& a, const TokenizedRequest& b) {
+  return a.continuation_begin == b.continuation_begin &&
+         std::equal(a.tokens.begin(), a.tokens.begin() + a.continuation_begin, b.tokens.begin());
+}
+
+}  // namespace
+
 RequestScore continuation_score(const TokenizedRequest& request, const SequenceScores& scores) {
   RequestScore s;
   s.greedy = true;
@@ -48,21 +57,35 @@ RequestScore continuation_score(const TokenizedRequest& request, const SequenceS
 Result<std::vector<RequestScore>> score_requests(Decoder& decoder, const std::vector<TokenizedRequest>& requests,
                                                  const ScoringOptions& options) {
   if (options.batch_size < 1) return make_error("batch size must be at least 1, got ", options.batch_size);
+  // Longest first, but adjacent requests with the same context (one item's choices) stay together,
+  // ranked by the longest of them, so a backend that reuses a shared prefix finds it in the batch.
+  std::vector<size_t> rank_length(requests.size());
+  for (size_t begin = 0, end = 0; begin < requests.size(); begin = end) {
+    size_t longest = 0;
+    for (end = begin; end < requests.size() && same_context(requests[begin], requests[end]); ++end) {
+      longest = std::max(longest, requests[end].tokens.size());
+    }
+    std::fill(rank_length.begin() + begin, rank_length.begin() + end, longest);
+  }
   std::vector<size_t> order(requests.size());
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return requests[a].tokens.size() > requests[b].tokens.size(); });
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return rank_length[a] > rank_length[b]; });
   int64_t total = 0, done = 0;
   for (const TokenizedRequest& r : requests) total += static_cast<int64_t>(r.tokens.size());
 
   std::vector<RequestScore> out(requests.size());
   std::vector<std::vector<int32_t>> batch;
+  std::vector<int> first_scored;
   std::vector<SequenceScores> scores;
   for (size_t first = 0; first < order.size(); first += options.batch_size) {
     const size_t last = std::min(order.size(), first + options.batch_size);
     batch.clear();
-    for (size_t k = first; k < last; ++k) batch.push_back(requests[order[k]].tokens);
-    DUET_TRY(decoder.score_sequences(batch, scores));
+    first_scored.clear();
+    for (size_t k = first; k < last; ++k) {
+      batch.push_back(requests[order[k]].tokens);
+      first_scored.push_back(requests[order[k]].continuation_begin);
+    }
+    DUET_TRY(decoder.score_sequences_from(batch, first_scored, scores));
     for (size_t k = first; k < last; ++k) {
       out[order[k]] = continuation_score(requests[order[k]], scores[k - first]);
       done += static_cast<int64_t>(requests[order[k]].tokens.size());

@@ -39,7 +39,8 @@ struct ScoringOptions {
 };
 
 // Scores every request; result i belongs to requests[i]. Requests run longest
-// first (as in the harness) so a batching backend pads little.
+// first (as in the harness) so a batching backend pads little; adjacent requests
+// with one context stay together. Only continuation positions are asked for.
 Result<std::vector<RequestScore>> score_requests(Decoder& decoder, const std::vector<TokenizedRequest>& requests,
                                                  const ScoringOptions& options);
 

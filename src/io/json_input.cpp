@@ -47,6 +47,11 @@ Result<nlohmann::json> parse_json_input(const std::string& name, std::string_vie
   } catch (const nlohmann::json::exception& e) {
     why = e.what();
   }
+  // The parser quotes the bytes it last read, which may be anything (invalid UTF-8 included): the message
+  // goes into terminals and JSON error bodies, so it keeps printable ASCII only.
+  for (char& c : why) {
+    if (c < 0x20 || c > 0x7e) c = '?';
+  }
   return make_error(name, ": invalid JSON: ", why);
 }
 

@@ -24,6 +24,23 @@ void matmul(const float* x, const float* w, const float* bias, float* y, int T, 
 // For small T (decode): each row is read once and dotted with all T inputs; y[t,:] does not depend on T.
 void matmul_packed(const float* x, int G, const PackedRows& w, const float* bias, float* y, int T, int N, int K);
 
+// matmul_q8: matmul_packed with each 32-block of x rounded to int8 (q = round(x * 127 / max|x|), as llama.cpp's Q8_1)
+// and integer block dot products (AVX-512 VNNI); int32 within a block, fp32 across blocks; y[t,:] does not depend
+// on T. Where matmul_q8_supported is false (other encodings, K % 64 != 0, no VNNI) it is matmul_packed.
+void matmul_q8(const float* x, int G, const PackedRows& w, const float* bias, float* y, int T, int N, int K);
+bool matmul_q8_supported(const PackedRows& w, int K);
+
+// One projection of a shared input: y [T,N] = x W^T (+ bias [N] when non-null).
+struct PackedProjection {
+  const PackedRows* w = nullptr;
+  const float* bias = nullptr;
+  float* y = nullptr;
+  int N = 0;
+};
+// matmul_q8_shared: matmul_q8 of one input x [G,T,K] with each of `count` projections (each y equals matmul_q8's);
+// x is quantized once and every row runs in one parallel region when all share one supported encoding.
+void matmul_q8_shared(const float* x, int G, const PackedProjection* projections, int count, int T, int K);
+
 // RopeTable: cos/sin of pos * theta^(-2i/Dh) / freq_factor[i] for pos in [0,S), i in [0,Dh/2).
 struct RopeTable {
   int head_dim = 0;
@@ -45,6 +62,10 @@ void attention_causal(const float* q, const float* k, const float* v, float* out
 
 // silu_mul: out[i] = gate[i] * sigmoid(gate[i]) * up[i] for i in [0,n). out may alias gate.
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);
+
+// sum_exp_shifted: sum_i exp(double(x[i]) - shift) for i in [0,n), in double; needs x[i] <= shift (a log-softmax's
+// max); within ~1e-15 relative of the exact sum (not summed in index order).
+double sum_exp_shifted(const float* x, int64_t n, float shift);
 
 // add_inplace: y[i] += x[i] for i in [0,n).
 void add_inplace(float* y, const float* x, int64_t n);

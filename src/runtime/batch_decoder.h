@@ -35,13 +35,14 @@ class BatchDecoder {
 };
 
 // `weights` must outlive the decoder.
-std::unique_ptr<BatchDecoder> make_cpu_batch_decoder(const ModelWeights& weights, int slots, int capacity);
+std::unique_ptr<BatchDecoder> make_cpu_batch_decoder(const ModelWeights& weights, int slots, int capacity,
+                                                     CpuArithmetic arithmetic = CpuArithmetic::kFloat32);
 
 // The CPU batch decoder under tensor parallelism: `tp` ranks as threads, each
 // a CpuModel on its shard with its own caches of every slot (as
 // make_cpu_tp_decoder); an error names a `tp` that does not split the model.
 // `weights` may be freed after the call.
-Result<std::unique_ptr<BatchDecoder>> make_cpu_tp_batch_decoder(const ModelWeights& weights, int slots, int capacity,
-                                                                int tp);
+Result<std::unique_ptr<BatchDecoder>> make_cpu_tp_batch_decoder(
+    const ModelWeights& weights, int slots, int capacity, int tp, CpuArithmetic arithmetic = CpuArithmetic::kFloat32);
 
 }  // namespace duet

@@ -6,7 +6,8 @@ namespace {
 
 class CpuBatchDecoder final : public BatchDecoder {
  public:
-  CpuBatchDecoder(const ModelWeights& weights, int slots, int capacity) : model_(weights, capacity) {
+  CpuBatchDecoder(const ModelWeights& weights, int slots, int capacity, CpuArithmetic arithmetic)
+      : model_(weights, capacity, nullptr, arithmetic) {
     for (int s = 0; s < slots; ++s) caches_.push_back(model_.new_cache(capacity));
   }
 
@@ -34,8 +35,9 @@ class CpuBatchDecoder final : public BatchDecoder {
 
 }  // namespace
 
-std::unique_ptr<BatchDecoder> make_cpu_batch_decoder(const ModelWeights& weights, int slots, int capacity) {
-  return std::make_unique<CpuBatchDecoder>(weights, slots, capacity);
+std::unique_ptr<BatchDecoder> make_cpu_batch_decoder(const ModelWeights& weights, int slots, int capacity,
+                                                     CpuArithmetic arithmetic) {
+  return std::make_unique<CpuBatchDecoder>(weights, slots, capacity, arithmetic);
 }
 
 }  // namespace duet

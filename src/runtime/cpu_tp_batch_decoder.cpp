@@ -16,10 +16,10 @@ namespace {
 
 class CpuTpBatchDecoder final : public BatchDecoder {
  public:
-  CpuTpBatchDecoder(std::vector<ModelWeights> shards, int slots, int capacity)
+  CpuTpBatchDecoder(std::vector<ModelWeights> shards, int slots, int capacity, CpuArithmetic arithmetic)
       : shards_(std::move(shards)), group_(static_cast<int>(shards_.size())) {
     for (int r = 0; r < group_.size(); ++r) {
-      models_.push_back(std::make_unique<CpuModel>(shards_[r], capacity, &group_.rank(r)));
+      models_.push_back(std::make_unique<CpuModel>(shards_[r], capacity, &group_.rank(r), arithmetic));
       caches_.emplace_back();
       for (int s = 0; s < slots; ++s) caches_[r].push_back(models_[r]->new_cache(capacity));
     }
@@ -87,14 +87,14 @@ class CpuTpBatchDecoder final : public BatchDecoder {
 }  // namespace
 
 Result<std::unique_ptr<BatchDecoder>> make_cpu_tp_batch_decoder(const ModelWeights& weights, int slots, int capacity,
-                                                                int tp) {
+                                                                int tp, CpuArithmetic arithmetic) {
   DUET_TRY(check_tensor_parallel(weights, tp));
   std::vector<ModelWeights> shards;
   for (int r = 0; r < tp; ++r) {
     DUET_ASSIGN_OR_RETURN(ModelWeights shard, shard_weights(weights, r, tp));
     shards.push_back(std::move(shard));
   }
-  return std::unique_ptr<BatchDecoder>(std::make_unique<CpuTpBatchDecoder>(std::move(shards), slots, capacity));
+  return std::unique_ptr<BatchDecoder>(std::make_unique<CpuTpBatchDecoder>(std::move(shards), slots, capacity, arithmetic));
 }
 
 }  // namespace duet

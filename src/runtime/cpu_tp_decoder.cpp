@@ -16,10 +16,10 @@ namespace {
 
 class CpuTpDecoder final : public Decoder {
  public:
-  CpuTpDecoder(std::vector<ModelWeights> shards, int capacity)
+  CpuTpDecoder(std::vector<ModelWeights> shards, int capacity, CpuArithmetic arithmetic)
       : shards_(std::move(shards)), group_(static_cast<int>(shards_.size())) {
     for (int r = 0; r < group_.size(); ++r) {
-      models_.push_back(std::make_unique<CpuModel>(shards_[r], capacity, &group_.rank(r)));
+      models_.push_back(std::make_unique<CpuModel>(shards_[r], capacity, &group_.rank(r), arithmetic));
       caches_.push_back(models_.back()->new_cache(capacity));
     }
   }
@@ -64,8 +64,11 @@ class CpuTpDecoder final : public Decoder {
 // One rank of a group whose other ranks are other processes: its shard, model and cache.
 class CpuTpRankDecoder final : public Decoder {
  public:
-  CpuTpRankDecoder(ModelWeights shard, int capacity, Communicator& comm)
-      : shard_(std::move(shard)), comm_(comm), model_(shard_, capacity, &comm), cache_(model_.new_cache(capacity)) {}
+  CpuTpRankDecoder(ModelWeights shard, int capacity, Communicator& comm, CpuArithmetic arithmetic)
+      : shard_(std::move(shard)),
+        comm_(comm),
+        model_(shard_, capacity, &comm, arithmetic),
+        cache_(model_.new_cache(capacity)) {}
 
   Status forward(const int32_t* tokens, int T, LogitsMode mode, std::vector<float>& logits) override {
     return model_.forward(tokens, T, cache_, mode, logits);
@@ -86,20 +89,21 @@ class CpuTpRankDecoder final : public Decoder {
 }  // namespace
 
 Result<std::unique_ptr<Decoder>> make_cpu_tp_rank_decoder(const ModelWeights& weights, int capacity,
-                                                          Communicator& comm) {
+                                                          Communicator& comm, CpuArithmetic arithmetic) {
   DUET_TRY(check_tensor_parallel(weights, comm.size()));
   DUET_ASSIGN_OR_RETURN(ModelWeights shard, shard_weights(weights, comm.rank(), comm.size()));
-  return std::unique_ptr<Decoder>(std::make_unique<CpuTpRankDecoder>(std::move(shard), capacity, comm));
+  return std::unique_ptr<Decoder>(std::make_unique<CpuTpRankDecoder>(std::move(shard), capacity, comm, arithmetic));
 }
 
-Result<std::unique_ptr<Decoder>> make_cpu_tp_decoder(const ModelWeights& weights, int capacity, int tp) {
+Result<std::unique_ptr<Decoder>> make_cpu_tp_decoder(const ModelWeights& weights, int capacity, int tp,
+                                                     CpuArithmetic arithmetic) {
   DUET_TRY(check_tensor_parallel(weights, tp));
   std::vector<ModelWeights> shards;
   for (int r = 0; r < tp; ++r) {
     DUET_ASSIGN_OR_RETURN(ModelWeights shard, shard_weights(weights, r, tp));
     shards.push_back(std::move(shard));
   }
-  return std::unique_ptr<Decoder>(std::make_unique<CpuTpDecoder>(std::move(shards), capacity));
+  return std::unique_ptr<Decoder>(std::make_unique<CpuTpDecoder>(std::move(shards), capacity, arithmetic));
 }
 
 }  // namespace duet

@@ -36,20 +36,30 @@ class Decoder {
   // sequences overrides it. Evaluators call this, so batching is one place.
   virtual Status score_sequences(const std::vector<std::vector<int32_t>>& sequences,
                                  std::vector<SequenceScores>& scores);
+  // score_sequences when only the tokens t >= first_scored[s] of sequence s need scores (entries
+  // t-1 >= first_scored[s]-1; first_scored[s] >= 1): a backend may skip the others, leaving
+  // log_probs NaN and argmax -1 there. The base scores every position.
+  virtual Status score_sequences_from(const std::vector<std::vector<int32_t>>& sequences,
+                                      const std::vector<int>& first_scored, std::vector<SequenceScores>& scores) {
+    return score_sequences(sequences, scores);
+  }
 };
 
-// A Decoder on the CPU reference path. `weights` must outlive it.
-std::unique_ptr<Decoder> make_cpu_decoder(const ModelWeights& weights, int capacity);
+// A Decoder on the CPU path (float32 reference arithmetic unless `arithmetic` says int8). `weights` must outlive it.
+std::unique_ptr<Decoder> make_cpu_decoder(const ModelWeights& weights, int capacity,
+                                          CpuArithmetic arithmetic = CpuArithmetic::kFloat32);
 
 // The CPU reference path under tensor parallelism: `tp` ranks as threads, each
 // on its shard of `weights` (model/tp_shard.h); an error names a `tp` that does
 // not split the model. `weights` may be freed after the call.
-Result<std::unique_ptr<Decoder>> make_cpu_tp_decoder(const ModelWeights& weights, int capacity, int tp);
+Result<std::unique_ptr<Decoder>> make_cpu_tp_decoder(const ModelWeights& weights, int capacity, int tp,
+                                                     CpuArithmetic arithmetic = CpuArithmetic::kFloat32);
 
 // One rank of the CPU path under tensor parallelism with a rank per process
 // (runtime/tp_leader.h): rank comm.rank()'s shard of `weights` (copied; `weights`
 // may be freed), its all-reduces over `comm`. Only rank 0's forward returns logits.
 Result<std::unique_ptr<Decoder>> make_cpu_tp_rank_decoder(const ModelWeights& weights, int capacity,
-                                                          Communicator& comm);
+                                                          Communicator& comm,
+                                                          CpuArithmetic arithmetic = CpuArithmetic::kFloat32);
 
 }  // namespace duet

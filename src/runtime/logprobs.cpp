@@ -4,13 +4,13 @@
 #include <cmath>
 #include <numeric>
 
+#include "kernels/ops.h"
+
 namespace duet {
 
 LogprobEntry logprob_entry(const float* logits, int vocab_size, int32_t token, int top_n) {
   const float max_logit = *std::max_element(logits, logits + vocab_size);
-  double sum = 0;
-  for (int i = 0; i < vocab_size; ++i) sum += std::exp(static_cast<double>(logits[i]) - max_logit);
-  const double log_sum = std::log(sum);
+  const double log_sum = std::log(cpu::sum_exp_shifted(logits, vocab_size, max_logit));  // as token_log_prob
   auto logprob = [&](int32_t id) {
     return static_cast<float>(static_cast<double>(logits[id]) - max_logit - log_sum);
   };

@@ -32,8 +32,12 @@ Status read_int(const json& body, const char* name, int64_t lo, int64_t hi, std:
   if (!body.contains(name) || body[name].is_null()) return ok_status();
   const json& v = body[name];
   if (!v.is_number_integer()) return make_error("'", name, "' must be an integer, got ", v.type_name());
-  if (v.is_number_unsigned() ? v.get<uint64_t>() > static_cast<uint64_t>(hi) : v.get<int64_t>() > hi ||
-                                                                                   v.get<int64_t>() < lo) {
+  // nlohmann reads non-negative integers as unsigned: compare those as unsigned (a huge one is out of range),
+  // the rest as signed; both against lo as well (request_fuzz found "n": 0 accepted).
+  const bool in_range = v.is_number_unsigned()
+                            ? v.get<uint64_t>() <= static_cast<uint64_t>(hi) && static_cast<int64_t>(v.get<uint64_t>()) >= lo
+                            : v.get<int64_t>() <= hi && v.get<int64_t>() >= lo;
+  if (!in_range) {
     return make_error("'", name, "' must be in [", lo, ", ", hi, "], got ", v.dump());
   }
   out = v.get<int64_t>();

@@ -43,7 +43,8 @@ def complete_all(server):
 def main():
     answers, logs = {}, {}
     for tp in (1, 3):
-        with DuetServer(["--ctx", "128", "--slots", "4", "--tp", str(tp)]) as server:
+        # float32 on both: --cpu-math auto picks it for --tp 3, and only it is shard-exact (docs/tensor_parallel.md).
+        with DuetServer(["--ctx", "128", "--slots", "4", "--tp", str(tp), "--cpu-math", "float32"]) as server:
             answers[tp] = complete_all(server)
             logs[tp] = "\n".join(server.log)
     check("cpu (tp 3)" in logs[3], f"--tp 3 server's device:\n{logs[3]}")

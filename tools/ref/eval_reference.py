@@ -9,7 +9,7 @@ context + continuation, score the whole's tokens after the context's tokens,
 log-softmax in float64. Use an F32 copy of the GGUF (tools/ref: see --make-f32)
 and an f32 KV cache so that differences are the two engines' rounding only.
 
-  duet eval -m M --task piqa,arc_easy,winogrande --limit 50 --dump /tmp/duet.jsonl
+  duet eval -m M --cpu-math float32 --task piqa,arc_easy,winogrande --limit 50 --dump /tmp/duet.jsonl
   python3 tools/ref/eval_reference.py --model /tmp/smol_f32.gguf --dump /tmp/duet.jsonl
 """
 import argparse

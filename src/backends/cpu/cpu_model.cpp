@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
 
 #include "kernels/ops.h"
 
@@ -15,8 +16,17 @@ constexpr int kPackedMaxTokens = 8;
 // Prefill picks the path by T; a batched decode step always streams the encoded rows.
 enum class MatmulPath { kByTokens, kPacked };
 
-bool use_packed(const Matrix& w, int T, MatmulPath path = MatmulPath::kByTokens) {
-  return (path == MatmulPath::kPacked || T <= kPackedMaxTokens) && !w.packed.empty();
+// The int8 kernel beats sgemm at every T, so under kInt8 prefill reads the encoded rows too.
+bool use_packed(const Matrix& w, int T, CpuArithmetic arithmetic, MatmulPath path = MatmulPath::kByTokens) {
+  if (w.packed.empty()) return false;
+  if (arithmetic == CpuArithmetic::kInt8 && cpu::matmul_q8_supported(w.packed, static_cast<int>(w.cols))) return true;
+  return path == MatmulPath::kPacked || T <= kPackedMaxTokens;
+}
+
+void matmul_encoded(CpuArithmetic arithmetic, const float* x, int G, const PackedRows& w, const float* bias, float* y,
+                    int T, int N, int K) {
+  if (arithmetic == CpuArithmetic::kInt8) return cpu::matmul_q8(x, G, w, bias, y, T, N, K);
+  cpu::matmul_packed(x, G, w, bias, y, T, N, K);
 }
 
 const float* bias_or_null(const std::vector<float>& b) { return b.empty() ? nullptr : b.data(); }
@@ -38,20 +48,45 @@ std::vector<float> grouped_inputs(const float* x, const Matrix& gains, int T, in
 
 // y = (normed input) W^T (+ bias): float32 rows read `normed` (gains folded
 // or applied by the norm); encoded rows read the per-group `grouped` inputs.
-void project(const Matrix& w, const std::vector<float>& bias, const float* normed, const std::vector<float>& grouped,
-             int groups, float* y, int T) {
+void project(CpuArithmetic arithmetic, const Matrix& w, const std::vector<float>& bias, const float* normed,
+             const std::vector<float>& grouped, int groups, float* y, int T) {
   if (!w.packed.empty() && !grouped.empty()) {
-    cpu::matmul_packed(grouped.data(), groups, w.packed, bias_or_null(bias), y, T, static_cast<int>(w.rows),
-                       static_cast<int>(w.cols));
+    matmul_encoded(arithmetic, grouped.data(), groups, w.packed, bias_or_null(bias), y, T, static_cast<int>(w.rows),
+                   static_cast<int>(w.cols));
   } else {
     cpu::matmul(normed, w.data.data(), bias_or_null(bias), y, T, static_cast<int>(w.rows), static_cast<int>(w.cols));
   }
 }
 
+// Projections of one normed input (Q, K, V; gate, up): under int8 arithmetic one matmul_q8_shared call
+// (one quantization of the input, one parallel region), else project() each.
+struct Projection {
+  const Matrix& w;
+  const std::vector<float>& bias;
+  float* y;
+};
+
+void project_all(CpuArithmetic arithmetic, std::initializer_list<Projection> outputs, const float* normed,
+                 const std::vector<float>& grouped, int groups, int T) {
+  bool shared = arithmetic == CpuArithmetic::kInt8 && !grouped.empty();
+  for (const Projection& o : outputs) shared = shared && !o.w.packed.empty();
+  if (!shared) {
+    for (const Projection& o : outputs) project(arithmetic, o.w, o.bias, normed, grouped, groups, o.y, T);
+    return;
+  }
+  std::vector<cpu::PackedProjection> packed;
+  for (const Projection& o : outputs) {
+    packed.push_back({&o.w.packed, bias_or_null(o.bias), o.y, static_cast<int>(o.w.rows)});
+  }
+  cpu::matmul_q8_shared(grouped.data(), groups, packed.data(), static_cast<int>(packed.size()), T,
+                        static_cast<int>(outputs.begin()->w.cols));
+}
+
 // y = x W^T for projections that read no norm (attention output, FFN down, logits).
-void project_plain(const Matrix& w, const float* x, float* y, int T, MatmulPath path = MatmulPath::kByTokens) {
-  if (use_packed(w, T, path)) {
-    cpu::matmul_packed(x, 1, w.packed, nullptr, y, T, static_cast<int>(w.rows), static_cast<int>(w.cols));
+void project_plain(CpuArithmetic arithmetic, const Matrix& w, const float* x, float* y, int T,
+                   MatmulPath path = MatmulPath::kByTokens) {
+  if (use_packed(w, T, arithmetic, path)) {
+    matmul_encoded(arithmetic, x, 1, w.packed, nullptr, y, T, static_cast<int>(w.rows), static_cast<int>(w.cols));
   } else {
     cpu::matmul(x, w.data.data(), nullptr, y, T, static_cast<int>(w.rows), static_cast<int>(w.cols));
   }
@@ -59,8 +94,8 @@ void project_plain(const Matrix& w, const float* x, float* y, int T, MatmulPath 
 
 }  // namespace
 
-CpuModel::CpuModel(const ModelWeights& weights, int max_positions, Communicator* comm)
-    : weights_(weights), max_positions_(max_positions), comm_(comm) {
+CpuModel::CpuModel(const ModelWeights& weights, int max_positions, Communicator* comm, CpuArithmetic arithmetic)
+    : weights_(weights), max_positions_(max_positions), comm_(comm), arithmetic_(arithmetic) {
   const size_t n = static_cast<size_t>(max_positions) * (weights.config.head_dim / 2);
   rope_cos_.resize(n);
   rope_sin_.resize(n);
@@ -81,7 +116,7 @@ void CpuModel::attention_block(const LayerWeights& layer, LayerCache& cache, int
       attn(static_cast<size_t>(T) * H * Dh);
   cpu::rms_norm(x, layer.attn_norm.data(), xn.data(), T, D, c.rms_eps);
 
-  const std::vector<float> grouped = use_packed(layer.attn_q, T)
+  const std::vector<float> grouped = use_packed(layer.attn_q, T, arithmetic_)
                                          ? grouped_inputs(x, layer.attn_packed_gains, T, D, c.rms_eps)
                                          : std::vector<float>();
   const int groups = static_cast<int>(layer.attn_packed_gains.rows);
@@ -89,9 +124,10 @@ void CpuModel::attention_block(const LayerWeights& layer, LayerCache& cache, int
   // K and V go straight into the cache rows of positions [pos0, pos0+T).
   float* k = cache.k.data() + pos0 * kv_row;
   float* v = cache.v.data() + pos0 * kv_row;
-  project(layer.attn_q, layer.attn_q_bias, xn.data(), grouped, groups, q.data(), T);
-  project(layer.attn_k, layer.attn_k_bias, xn.data(), grouped, groups, k, T);
-  project(layer.attn_v, layer.attn_v_bias, xn.data(), grouped, groups, v, T);
+  project_all(arithmetic_,
+              {{layer.attn_q, layer.attn_q_bias, q.data()}, {layer.attn_k, layer.attn_k_bias, k},
+               {layer.attn_v, layer.attn_v_bias, v}},
+              xn.data(), grouped, groups, T);
   if (!layer.attn_q_norm.empty()) {
     cpu::rms_norm_heads(q.data(), layer.attn_q_norm.data.data(), T, H, Dh, c.rms_eps);
     cpu::rms_norm_heads(k, layer.attn_k_norm.data.data(), T, Hkv, Dh, c.rms_eps);
@@ -101,7 +137,7 @@ void CpuModel::attention_block(const LayerWeights& layer, LayerCache& cache, int
   cpu::rope(q.data(), T, H, pos0, table);
   cpu::rope(k, T, Hkv, pos0, table);
   cpu::attention_causal(q.data(), cache.k.data(), cache.v.data(), attn.data(), T, pos0, H, Hkv, Dh);
-  project_plain(layer.attn_out, attn.data(), out, T);
+  project_plain(arithmetic_, layer.attn_out, attn.data(), out, T);
 }
 
 void CpuModel::ffn_block(const LayerWeights& layer, const float* x, int T, float* out) const {
@@ -109,21 +145,22 @@ void CpuModel::ffn_block(const LayerWeights& layer, const float* x, int T, float
   const int D = c.dim, F = layer.ffn_dim;
   std::vector<float> xn(static_cast<size_t>(T) * D), gate(static_cast<size_t>(T) * F), up(static_cast<size_t>(T) * F);
   cpu::rms_norm(x, layer.ffn_norm.data(), xn.data(), T, D, c.rms_eps);
-  const std::vector<float> grouped = use_packed(layer.ffn_gate, T)
+  const std::vector<float> grouped = use_packed(layer.ffn_gate, T, arithmetic_)
                                          ? grouped_inputs(x, layer.ffn_packed_gains, T, D, c.rms_eps)
                                          : std::vector<float>();
   const int groups = static_cast<int>(layer.ffn_packed_gains.rows);
-  project(layer.ffn_gate, {}, xn.data(), grouped, groups, gate.data(), T);
-  project(layer.ffn_up, {}, xn.data(), grouped, groups, up.data(), T);
+  const std::vector<float> no_bias;
+  project_all(arithmetic_, {{layer.ffn_gate, no_bias, gate.data()}, {layer.ffn_up, no_bias, up.data()}}, xn.data(),
+              grouped, groups, T);
   cpu::silu_mul(gate.data(), up.data(), gate.data(), static_cast<int64_t>(T) * F);
-  project_plain(layer.ffn_down, gate.data(), out, T);
+  project_plain(arithmetic_, layer.ffn_down, gate.data(), out, T);
 }
 
 void CpuModel::output_logits(const float* x, int T, float* logits) const {
   const ModelConfig& c = config();
   std::vector<float> xn(static_cast<size_t>(T) * c.dim);
   cpu::rms_norm(x, weights_.output_norm.data(), xn.data(), T, c.dim, c.rms_eps);
-  project_plain(weights_.output_matrix(), xn.data(), logits, T);
+  project_plain(arithmetic_, weights_.output_matrix(), xn.data(), logits, T);
 }
 
 Status CpuModel::decode_batch(const int32_t* tokens, int B, KvCache* const* caches, std::vector<float>& logits) const {
@@ -150,13 +187,14 @@ Status CpuModel::decode_batch(const int32_t* tokens, int B, KvCache* const* cach
     // Attention: the B rows share every projection; RoPE, the cache write and attention are per row.
     std::vector<float> xn(n), q(B * q_row), k(B * kv_row), v(B * kv_row), attn(B * q_row);
     cpu::rms_norm(x.data(), layer.attn_norm.data(), xn.data(), B, D, c.rms_eps);
-    std::vector<float> grouped = use_packed(layer.attn_q, B, MatmulPath::kPacked)
+    std::vector<float> grouped = use_packed(layer.attn_q, B, arithmetic_, MatmulPath::kPacked)
                                      ? grouped_inputs(x.data(), layer.attn_packed_gains, B, D, c.rms_eps)
                                      : std::vector<float>();
     int groups = static_cast<int>(layer.attn_packed_gains.rows);
-    project(layer.attn_q, layer.attn_q_bias, xn.data(), grouped, groups, q.data(), B);
-    project(layer.attn_k, layer.attn_k_bias, xn.data(), grouped, groups, k.data(), B);
-    project(layer.attn_v, layer.attn_v_bias, xn.data(), grouped, groups, v.data(), B);
+    project_all(arithmetic_,
+                {{layer.attn_q, layer.attn_q_bias, q.data()}, {layer.attn_k, layer.attn_k_bias, k.data()},
+                 {layer.attn_v, layer.attn_v_bias, v.data()}},
+                xn.data(), grouped, groups, B);
     if (!layer.attn_q_norm.empty()) {
       cpu::rms_norm_heads(q.data(), layer.attn_q_norm.data.data(), B, H, Dh, c.rms_eps);
       cpu::rms_norm_heads(k.data(), layer.attn_k_norm.data.data(), B, Hkv, Dh, c.rms_eps);
@@ -171,21 +209,22 @@ Status CpuModel::decode_batch(const int32_t* tokens, int B, KvCache* const* cach
       cpu::attention_causal(q.data() + b * q_row, cache.k.data(), cache.v.data(), attn.data() + b * q_row, 1, pos, H,
                             Hkv, Dh);
     }
-    project_plain(layer.attn_out, attn.data(), block_out.data(), B, MatmulPath::kPacked);
+    project_plain(arithmetic_, layer.attn_out, attn.data(), block_out.data(), B, MatmulPath::kPacked);
     if (comm_) DUET_TRY(comm_->all_reduce_sum(block_out.data(), n));
     cpu::add_inplace(x.data(), block_out.data(), n);
 
     // FFN over the B rows.
     std::vector<float> gate(static_cast<size_t>(B) * F), up(static_cast<size_t>(B) * F);
     cpu::rms_norm(x.data(), layer.ffn_norm.data(), xn.data(), B, D, c.rms_eps);
-    grouped = use_packed(layer.ffn_gate, B, MatmulPath::kPacked)
+    grouped = use_packed(layer.ffn_gate, B, arithmetic_, MatmulPath::kPacked)
                   ? grouped_inputs(x.data(), layer.ffn_packed_gains, B, D, c.rms_eps)
                   : std::vector<float>();
     groups = static_cast<int>(layer.ffn_packed_gains.rows);
-    project(layer.ffn_gate, {}, xn.data(), grouped, groups, gate.data(), B);
-    project(layer.ffn_up, {}, xn.data(), grouped, groups, up.data(), B);
+    const std::vector<float> no_bias;
+    project_all(arithmetic_, {{layer.ffn_gate, no_bias, gate.data()}, {layer.ffn_up, no_bias, up.data()}}, xn.data(),
+                grouped, groups, B);
     cpu::silu_mul(gate.data(), up.data(), gate.data(), static_cast<int64_t>(B) * F);
-    project_plain(layer.ffn_down, gate.data(), block_out.data(), B, MatmulPath::kPacked);
+    project_plain(arithmetic_, layer.ffn_down, gate.data(), block_out.data(), B, MatmulPath::kPacked);
     if (comm_) DUET_TRY(comm_->all_reduce_sum(block_out.data(), n));
     cpu::add_inplace(x.data(), block_out.data(), n);
   }
@@ -197,14 +236,23 @@ Status CpuModel::decode_batch(const int32_t* tokens, int B, KvCache* const* cach
   logits.resize(static_cast<size_t>(B) * c.vocab_size);
   std::vector<float> xn(n);
   cpu::rms_norm(x.data(), weights_.output_norm.data(), xn.data(), B, D, c.rms_eps);
-  project_plain(weights_.output_matrix(), xn.data(), logits.data(), B, MatmulPath::kPacked);
+  project_plain(arithmetic_, weights_.output_matrix(), xn.data(), logits.data(), B, MatmulPath::kPacked);
   return ok_status();
 }
 
 Status CpuModel::forward(const int32_t* tokens, int T, KvCache& cache, LogitsMode mode,
                          std::vector<float>& logits) const {
+  const int rows = mode == LogitsMode::All ? T : 1;
+  return forward_rows(tokens, T, cache, T - rows, rows, logits);
+}
+
+Status CpuModel::forward_rows(const int32_t* tokens, int T, KvCache& cache, int first_row, int rows,
+                              std::vector<float>& logits) const {
   const ModelConfig& c = config();
   if (T <= 0) return make_error("forward: no tokens to run");
+  if (first_row < 0 || rows < 0 || first_row + rows > T) {
+    return make_error("forward: logits rows [", first_row, ", ", first_row + rows, ") are outside the ", T, " tokens");
+  }
   if (cache.length + T > cache.capacity || cache.length + T > max_positions_) {
     return make_error(cache.length + T, " tokens do not fit the context of ", std::min(cache.capacity, max_positions_),
                       " positions (", cache.length, " already used); raise --ctx or shorten the prompt");
@@ -232,9 +280,8 @@ Status CpuModel::forward(const int32_t* tokens, int T, KvCache& cache, LogitsMod
     logits.clear();
     return ok_status();
   }
-  const int rows = mode == LogitsMode::All ? T : 1;
   logits.resize(static_cast<size_t>(rows) * c.vocab_size);
-  output_logits(x.data() + (T - rows) * static_cast<int64_t>(c.dim), rows, logits.data());
+  if (rows > 0) output_logits(x.data() + first_row * static_cast<int64_t>(c.dim), rows, logits.data());
   return ok_status();
 }
 
