@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <map>
+#include <random>
 
 #include "eval/perplexity.h"
 #include "runtime/generate.h"
@@ -50,6 +51,49 @@ TEST(Sampler, NoTruncationDrawsFromTheWholeSoftmax) {
   EXPECT_NEAR(counts[2] / 4000.0, 0.867, 0.02);
   EXPECT_NEAR(counts[1] / 4000.0, 0.117, 0.016);
   EXPECT_GT(counts[0], 0);
+}
+
+TEST(Sampler, SelectTopOrdersByValueThenLowerId) {
+  const std::vector<float> logits = {3, 7, 7, -1, 7, 5};
+  float values[4];
+  int32_t ids[4];
+  select_top(logits.data(), 6, 4, values, ids);
+  EXPECT_EQ(std::vector<int32_t>(ids, ids + 4), (std::vector<int32_t>{1, 2, 4, 5}));
+  EXPECT_EQ(std::vector<float>(values, values + 4), (std::vector<float>{7, 7, 7, 5}));
+  select_top(logits.data(), 6, 1, values, ids);
+  EXPECT_EQ(ids[0], 1);
+}
+
+// The server's GPU path samples from a row's candidates_needed() best logits: every draw and the
+// generator state must match sample() on the whole row, for each kind of sampler.
+TEST(Sampler, SampleTopDrawsWhatSampleDrawsFromTheWholeRow) {
+  constexpr int V = 1000;
+  std::mt19937 gen(5);
+  std::uniform_real_distribution<float> u(-4.0f, 4.0f);
+  std::vector<float> logits(V);
+  const SamplingParams kinds[] = {{0.0f, 40, 0.95f, 1}, {0.8f, 40, 0.95f, 2}, {1.0f, 64, 1.0f, 3},
+                                  {1.3f, 5, 0.5f, 4},   {1.0f, 1, 1.0f, 5}};
+  for (const SamplingParams& p : kinds) {
+    Sampler whole(p), top(p);
+    const int k = top.candidates_needed(V);
+    ASSERT_GT(k, 0);
+    std::vector<float> values(k);
+    std::vector<int32_t> ids(k);
+    for (int step = 0; step < 300; ++step) {
+      for (float& x : logits) x = std::round(u(gen) * 4) / 4;  // coarse values: many ties
+      select_top(logits.data(), V, k, values.data(), ids.data());
+      ASSERT_EQ(top.sample_top(values.data(), ids.data(), k), whole.sample(logits.data(), V))
+          << "temperature " << p.temperature << " top_k " << p.top_k << " step " << step;
+    }
+  }
+}
+
+TEST(Sampler, CandidatesNeededFallsBackToTheWholeRow) {
+  EXPECT_EQ(Sampler({0.0f, 0, 1.0f, 0}).candidates_needed(100), 1);   // greedy
+  EXPECT_EQ(Sampler({1.0f, 40, 0.9f, 0}).candidates_needed(100), 40);
+  EXPECT_EQ(Sampler({1.0f, 0, 0.9f, 0}).candidates_needed(100), 0);   // no top-k: top-p over all
+  EXPECT_EQ(Sampler({1.0f, kMaxTopCandidates + 1, 1.0f, 0}).candidates_needed(1000), 0);
+  EXPECT_EQ(Sampler({1.0f, 100, 1.0f, 0}).candidates_needed(100), 0);  // k >= V: no truncation
 }
 
 // A decoder whose next-token distribution is fixed: logits are log(p).

@@ -14,8 +14,19 @@
 
 #include "backends/cpu/cpu_model.h"
 #include "core/result.h"
+#include "runtime/sampler.h"
 
 namespace duet {
+
+// A decode step's output for callers that sample from a few candidates per row:
+// row b with top[b] > 0 holds its top[b] best logits in values/ids from
+// b * kMaxTopCandidates, best first, ties to the lower id (select_top's order);
+// a row with top[b] == 0 holds its whole row of logits in rows from b * V.
+struct DecodeSelection {
+  std::vector<float> values;  // [B, kMaxTopCandidates]
+  std::vector<int32_t> ids;   // [B, kMaxTopCandidates]
+  std::vector<float> rows;    // [B, V]; rows with top[b] > 0 may be left unwritten
+};
 
 class BatchDecoder {
  public:
@@ -32,6 +43,12 @@ class BatchDecoder {
   // One token for each of the B listed (distinct) slots, each at its own position.
   // logits [B, V], row b for slot_ids[b].
   virtual Status decode(const int32_t* slot_ids, const int32_t* tokens, int B, std::vector<float>& logits) = 0;
+  // decode(), returning per row only what top[b] (0..kMaxTopCandidates) asks for. The CUDA
+  // decoder selects on the device and copies those few values back instead of B x V logits
+  // (12.6 MB per step at B = 64 for SmolLM2, longer than the step itself); this default
+  // selects on the host.
+  virtual Status decode_top(const int32_t* slot_ids, const int32_t* tokens, int B, const int32_t* top,
+                            DecodeSelection& out);
 };
 
 // `weights` must outlive the decoder.

@@ -167,19 +167,29 @@ void Engine::finish(Slot& slot, FinishReason reason, const std::string& error) {
 }
 
 void Engine::prefill_step() {
-  int s = -1;
-  for (int i = 0; i < slots_; ++i) {
-    if (slot_state_[i] && !slot_state_[i]->decoding &&
-        (s < 0 || slot_state_[i]->admitted < slot_state_[s]->admitted)) {
-      s = i;
+  // Short prompts share the step's budget, so that a burst of arrivals reaches the decode batch in a few
+  // steps rather than one step each.
+  int budget = options_.prefill_chunk;
+  while (budget > 0) {
+    int s = -1;
+    for (int i = 0; i < slots_; ++i) {
+      if (slot_state_[i] && !slot_state_[i]->decoding &&
+          (s < 0 || slot_state_[i]->admitted < slot_state_[s]->admitted)) {
+        s = i;
+      }
     }
+    if (s < 0) return;
+    const int n = std::min(budget, static_cast<int>(slot_state_[s]->request().prompt.size()) - slot_state_[s]->prefilled);
+    prefill_tokens(s, n);
+    budget -= n;
   }
-  if (s < 0) return;
+}
+
+void Engine::prefill_tokens(int s, int n) {
   Slot& slot = *slot_state_[s];
   const GenerationRequest& req = slot.request();
   const int total = static_cast<int>(req.prompt.size());
   const int begin = slot.prefilled;
-  const int n = std::min(options_.prefill_chunk, total - begin);
   const bool echo = req.echo_logprobs;
   std::vector<float> logits;
   const Status st = decoder_->prefill(s, req.prompt.data() + begin, n, echo ? LogitsMode::All : LogitsMode::Last, logits);
@@ -209,12 +219,15 @@ void Engine::prefill_step() {
   }
   if (req.max_tokens == 0) return finish(slot, FinishReason::kLength);
   slot.decoding = true;
-  emit_token(slot, logits.data() + logits.size() - V);
+  const float* row = logits.data() + logits.size() - V;
+  emit_token(slot, slot.sampler.sample(row, V), row);
 }
 
-void Engine::emit_token(Slot& slot, const float* logits) {
+void Engine::emit_token(Slot& slot, int32_t token, const float* row) {
   const GenerationRequest& req = slot.request();
-  const int32_t token = slot.sampler.sample(logits, vocab_size_);
+  if (token < 0 || token >= vocab_size_) {  // a selection that found no finite logit
+    return finish(slot, FinishReason::kError, "the model's logits for this request are not numbers (NaN)");
+  }
   const Clock::time_point now = Clock::now();
   if (slot.generated == 0) {
     metrics_.time_to_first_token.observe(seconds_between(slot.handle->queued_at_, now));
@@ -234,7 +247,7 @@ void Engine::emit_token(Slot& slot, const float* logits) {
   event.kind = EngineEvent::Kind::kToken;
   event.token = token;
   event.end_of_generation = end;
-  if (req.top_logprobs >= 0) event.logprobs = logprob_entry(logits, vocab_size_, token, req.top_logprobs);
+  if (req.top_logprobs >= 0) event.logprobs = logprob_entry(row, vocab_size_, token, req.top_logprobs);
   slot.handle->push(std::move(event));
   if (end) return finish(slot, FinishReason::kStop);
   if (slot.generated >= req.max_tokens) return finish(slot, FinishReason::kLength);
@@ -243,23 +256,33 @@ void Engine::emit_token(Slot& slot, const float* logits) {
 }
 
 void Engine::decode_step() {
-  std::vector<int32_t> ids, tokens;
+  // Rows that ask for logprobs need their whole row; the others only the few candidates their
+  // sampler draws from, which a CUDA decoder selects on the device.
+  std::vector<int32_t> ids, tokens, top;
   for (int s = 0; s < slots_; ++s) {
-    if (slot_state_[s] && slot_state_[s]->decoding) {
+    Slot* slot = slot_state_[s].get();
+    if (slot && slot->decoding) {
       ids.push_back(s);
-      tokens.push_back(slot_state_[s]->next_token);
+      tokens.push_back(slot->next_token);
+      top.push_back(slot->request().top_logprobs >= 0 ? 0 : slot->sampler.candidates_needed(vocab_size_));
     }
   }
   if (ids.empty()) return;
-  std::vector<float> logits;
-  const Status st = decoder_->decode(ids.data(), tokens.data(), static_cast<int>(ids.size()), logits);
+  const Status st = decoder_->decode_top(ids.data(), tokens.data(), static_cast<int>(ids.size()), top.data(), selection_);
   for (size_t b = 0; b < ids.size(); ++b) {
     Slot& slot = *slot_state_[ids[b]];
     if (!st.ok()) {
       finish(slot, FinishReason::kError, st.message());
       continue;
     }
-    emit_token(slot, logits.data() + b * static_cast<size_t>(vocab_size_));
+    if (top[b] > 0) {
+      const size_t at = b * kMaxTopCandidates;
+      emit_token(slot, slot.sampler.sample_top(selection_.values.data() + at, selection_.ids.data() + at, top[b]),
+                 nullptr);
+    } else {
+      const float* row = selection_.rows.data() + b * static_cast<size_t>(vocab_size_);
+      emit_token(slot, slot.sampler.sample(row, vocab_size_), row);
+    }
   }
 }
 

@@ -6,9 +6,10 @@
 //   1. ends requests whose handle was cancelled (client gone, stop string),
 //      freeing their slot at once;
 //   2. admits queued requests into free KV slots;
-//   3. prefills one chunk (at most `prefill_chunk` tokens) of the oldest
-//      prompt still prefilling, so a long prompt delays the decoding streams
-//      by one chunk per step rather than by its whole length;
+//   3. prefills at most `prefill_chunk` prompt tokens, oldest prompts first
+//      (several short ones, or one chunk of a long one), so a long prompt
+//      delays the decoding streams by one chunk per step rather than by its
+//      whole length;
 //   4. decodes one token for every generating slot in one batched step,
 //      samples each with its own sampler and sends the tokens out.
 // The queue is bounded: submit() fails when it is full (HTTP 429). Nothing
@@ -109,9 +110,12 @@ class Engine {
   void admit();
   void drop_cancelled();
   void prefill_step();
+  // Runs the next n prompt tokens of slot s; the last chunk of a prompt also samples its first token.
+  void prefill_tokens(int s, int n);
   void decode_step();
-  // Samples from `logits` for slot s, sends the token and ends the request when it is done.
-  void emit_token(Slot& slot, const float* logits);
+  // Sends `token`, sampled for `slot` from `row` (its whole row of logits, needed only for
+  // logprobs; null otherwise), and ends the request when it is done.
+  void emit_token(Slot& slot, int32_t token, const float* row);
   void finish(Slot& slot, FinishReason reason, const std::string& error = "");
 
   std::unique_ptr<BatchDecoder> decoder_;
@@ -128,6 +132,7 @@ class Engine {
 
   std::vector<std::unique_ptr<Slot>> slot_state_;  // loop thread only; null = free
   uint64_t admissions_ = 0;                        // admission order, for FIFO prefill
+  DecodeSelection selection_;                      // decode_step's output, kept to reuse its buffers
   std::thread thread_;
 };
 

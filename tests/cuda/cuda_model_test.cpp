@@ -38,6 +38,7 @@
 #include "backends/cuda/cuda_model.h"
 #include "core/half.h"
 #include "model/loader.h"
+#include "runtime/sampler.h"
 #include "model/lp_merge.h"
 #include "test_support.h"
 
@@ -127,7 +128,6 @@ double rel_l2(const float* a, const float* ref, int n) {
   return std::sqrt(num / std::max(den, 1e-30));
 }
 
-int argmax(const float* x, int n) { return static_cast<int>(std::max_element(x, x + n) - x); }
 
 // The reference logits' top-2 margin as a fraction of their rms: under kTieFraction is a near-tie.
 double top2_margin_over_rms(std::vector<float> logits) {
@@ -397,6 +397,62 @@ TEST(CudaBatch, DecodeSequencesServesAnySlotSet) {
   }
   const int32_t bad_slot = 4, token = 1;
   EXPECT_FALSE(server->decode_sequences(&bad_slot, &token, 1, logits).ok());
+}
+
+// decode_select against decode_sequences over the same steps: rows asking for candidates get the best logits
+// of their row, rows asking for none get the row itself. Two runs of a step differ by split-K atomics
+// (kBatchRelTol), so values are compared within that and ids only where the runner-up trails by more.
+TEST(CudaBatch, DecodeSelectReturnsTheBestOfEachRow) {
+  const Case c{"llama_gqa_lp1", llama_gqa(), {1}};
+  const ModelWeights w = bf16_weights(c, 23);
+  const int V = c.config.vocab_size;
+  constexpr int K = CudaModel::kMaxSelect;
+  auto selecting = make_cuda(w, 4, 64, 64);
+  auto full = make_cuda(w, 4, 64, 64);
+  ASSERT_TRUE(selecting && full);
+  const std::vector<int32_t> slots = {2, 0, 3};
+  const std::vector<int32_t> top = {1, 0, 17};
+  std::vector<int32_t> next(3);
+  std::vector<float> logits;
+  for (int b = 0; b < 3; ++b) {
+    const std::vector<int32_t> prompt = prompt_tokens(4 + 3 * b, V, 90 + b);
+    for (CudaModel* m : {selecting.get(), full.get()}) {
+      ASSERT_TRUE(m->prefill(slots[b], prompt.data(), static_cast<int>(prompt.size()), LogitsMode::Last, logits).ok());
+    }
+    next[b] = argmax(logits.data(), V);
+  }
+  std::vector<float> values(3 * K), rows(3 * static_cast<size_t>(V), -1.0f);
+  std::vector<int32_t> ids(3 * K);
+  for (int step = 0; step < 3; ++step) {
+    ASSERT_TRUE(selecting->decode_select(slots.data(), next.data(), 3, top.data(), values.data(), ids.data(),
+                                         rows.data()).ok());
+    ASSERT_TRUE(full->decode_sequences(slots.data(), next.data(), 3, logits).ok());
+    for (int b = 0; b < 3; ++b) {
+      const float* ref = logits.data() + static_cast<size_t>(b) * V;
+      double rms = 0;
+      for (int i = 0; i < V; ++i) rms += static_cast<double>(ref[i]) * ref[i];
+      rms = std::sqrt(rms / V);
+      const double tol = 4 * kBatchRelTol * rms;
+      if (top[b] == 0) {
+        EXPECT_LT(rel_l2(rows.data() + static_cast<size_t>(b) * V, ref, V), kBatchRelTol) << "step " << step;
+        continue;
+      }
+      std::vector<float> want_v(top[b]);
+      std::vector<int32_t> want_i(top[b]);
+      select_top(ref, V, top[b], want_v.data(), want_i.data());
+      for (int i = 0; i < top[b]; ++i) {
+        EXPECT_NEAR(values[b * K + i], want_v[i], tol) << "step " << step << " row " << b << " rank " << i;
+        EXPECT_NEAR(values[b * K + i], ref[ids[b * K + i]], tol) << "the value of the id beside it";
+        const bool clear = i + 1 >= top[b] || want_v[i] - want_v[i + 1] > 2 * tol;
+        if (clear && (i == 0 || want_v[i - 1] - want_v[i] > 2 * tol)) EXPECT_EQ(ids[b * K + i], want_i[i]);
+      }
+    }
+    for (int b = 0; b < 3; ++b) next[b] = argmax(logits.data() + static_cast<size_t>(b) * V, V);
+  }
+  EXPECT_EQ(selecting->length(2), full->length(2));
+  const int32_t too_many = K + 1;
+  EXPECT_FALSE(selecting->decode_select(slots.data(), next.data(), 1, &too_many, values.data(), ids.data(),
+                                        rows.data()).ok());
 }
 
 TEST(CudaErrors, RejectsBadInput) {

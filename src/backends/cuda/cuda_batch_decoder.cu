@@ -26,6 +26,14 @@ class CudaBatchDecoder final : public BatchDecoder {
   Status decode(const int32_t* slot_ids, const int32_t* tokens, int B, std::vector<float>& logits) override {
     return model_->decode_sequences(slot_ids, tokens, B, logits);
   }
+  Status decode_top(const int32_t* slot_ids, const int32_t* tokens, int B, const int32_t* top,
+                    DecodeSelection& out) override {
+    static_assert(kMaxTopCandidates == CudaModel::kMaxSelect, "DecodeSelection's stride is the model's");
+    out.values.resize(static_cast<size_t>(B) * kMaxTopCandidates);
+    out.ids.resize(out.values.size());
+    out.rows.resize(static_cast<size_t>(B) * vocab_size());
+    return model_->decode_select(slot_ids, tokens, B, top, out.values.data(), out.ids.data(), out.rows.data());
+  }
 
  private:
   std::unique_ptr<CudaModel> model_;

@@ -109,6 +109,9 @@ struct CudaModel::Impl {
   int32_t* d_tok = nullptr;    // [rows]
   int32_t* d_pos = nullptr;    // [rows]
   int32_t* d_slot = nullptr;   // [rows]
+  int32_t* d_top = nullptr;        // [max_batch] decode_select's candidates per row
+  float* d_top_values = nullptr;   // [max_batch, kMaxSelect]
+  int32_t* d_top_ids = nullptr;    // [max_batch, kMaxSelect]
   float* part_acc = nullptr;   // decode attention partials
   float* part_ml = nullptr;
   int* merge_count = nullptr;  // [max_batch, Hkvmax] chunks done per (sequence, KV head); 0 between steps
@@ -241,6 +244,9 @@ struct CudaModel::Impl {
     DUET_TRY(alloc(&d_tok, R));
     DUET_TRY(alloc(&d_pos, R));
     DUET_TRY(alloc(&d_slot, R));
+    DUET_TRY(alloc(&d_top, opt.max_batch));
+    DUET_TRY(alloc(&d_top_values, static_cast<int64_t>(opt.max_batch) * kMaxSelect));
+    DUET_TRY(alloc(&d_top_ids, static_cast<int64_t>(opt.max_batch) * kMaxSelect));
     int64_t part_rows = 0;
     for (int B = 1; B <= opt.max_batch; ++B) {
       part_rows = std::max<int64_t>(part_rows, static_cast<int64_t>(B) * ((S + kv_chunk(B) - 1) / kv_chunk(B)));
@@ -490,6 +496,24 @@ struct CudaModel::Impl {
     for (int t = 0; t < T; ++t) {
       tok[t] = static_cast<int32_t>((104729ll * (t + 1)) % config.vocab_size);
       pos[t] = t;
+    }
+    return stage_rows(tok, pos, slot);
+  }
+
+  // Checks a decode step of B distinct sequences seqs[0..B) and stages its rows (launch_decode runs it).
+  Status stage_decode(const int32_t* seqs, const int32_t* tokens, int B) {
+    const int V = config.vocab_size;
+    if (B < 1 || B > opt.max_batch) return make_error("decode: batch ", B, " out of range [1, ", opt.max_batch, "]");
+    std::vector<int32_t> tok(tokens, tokens + B), pos(B), slot(seqs, seqs + B);
+    for (int b = 0; b < B; ++b) {
+      if (tokens[b] < 0 || tokens[b] >= V) return make_error("token id ", tokens[b], " is outside the vocabulary [0, ", V, ")");
+      if (slot[b] < 0 || slot[b] >= opt.max_batch) {
+        return make_error("sequence ", slot[b], " out of range [0, ", opt.max_batch, ")");
+      }
+      if (lengths[slot[b]] + 1 > opt.max_context) {
+        return make_error("sequence ", slot[b], " is full (", opt.max_context, " positions); raise --ctx");
+      }
+      pos[b] = lengths[slot[b]];
     }
     return stage_rows(tok, pos, slot);
   }
@@ -765,25 +789,40 @@ Status CudaModel::decode(const int32_t* tokens, int B, std::vector<float>& logit
 
 Status CudaModel::decode_sequences(const int32_t* seqs, const int32_t* tokens, int B, std::vector<float>& logits) {
   Impl& m = *impl_;
-  const int V = m.config.vocab_size;
-  if (B < 1 || B > max_batch()) return make_error("decode: batch ", B, " out of range [1, ", max_batch(), "]");
-  std::vector<int32_t> tok(tokens, tokens + B), pos(B), slot(seqs, seqs + B);
-  for (int b = 0; b < B; ++b) {
-    if (tokens[b] < 0 || tokens[b] >= V) return make_error("token id ", tokens[b], " is outside the vocabulary [0, ", V, ")");
-    if (slot[b] < 0 || slot[b] >= max_batch()) {
-      return make_error("sequence ", slot[b], " out of range [0, ", max_batch(), ")");
-    }
-    if (m.lengths[slot[b]] + 1 > max_context()) {
-      return make_error("sequence ", slot[b], " is full (", max_context(), " positions); raise --ctx");
-    }
-    pos[b] = m.lengths[slot[b]];
-  }
-  DUET_TRY(m.stage_rows(tok, pos, slot));
+  DUET_TRY(m.stage_decode(seqs, tokens, B));
   DUET_TRY(m.launch_decode(B));
-  logits.resize(static_cast<size_t>(B) * V);
+  logits.resize(static_cast<size_t>(B) * m.config.vocab_size);
   DUET_CUDA_TRY(cudaMemcpyAsync(logits.data(), m.logits, logits.size() * 4, cudaMemcpyDeviceToHost, m.stream));
   DUET_CUDA_TRY(cudaStreamSynchronize(m.stream));
-  for (int b = 0; b < B; ++b) ++m.lengths[slot[b]];
+  for (int b = 0; b < B; ++b) ++m.lengths[seqs[b]];
+  return ok_status();
+}
+
+Status CudaModel::decode_select(const int32_t* seqs, const int32_t* tokens, int B, const int32_t* top, float* values,
+                                int32_t* ids, float* rows) {
+  Impl& m = *impl_;
+  const int V = m.config.vocab_size;
+  bool any_top = false;
+  for (int b = 0; b < B; ++b) {
+    if (top[b] < 0 || top[b] > kMaxSelect) return make_error("decode: ", top[b], " candidates asked, at most ", kMaxSelect);
+    any_top = any_top || top[b] > 0;
+  }
+  DUET_TRY(m.stage_decode(seqs, tokens, B));
+  DUET_TRY(m.launch_decode(B));
+  if (any_top) {
+    DUET_CUDA_TRY(cudaMemcpyAsync(m.d_top, top, B * sizeof(int32_t), cudaMemcpyHostToDevice, m.stream));
+    DUET_TRY(cuda::row_top_k(m.logits, B, V, m.d_top, kMaxSelect, m.d_top_values, m.d_top_ids, m.stream));
+    const size_t n = static_cast<size_t>(B) * kMaxSelect;
+    DUET_CUDA_TRY(cudaMemcpyAsync(values, m.d_top_values, n * sizeof(float), cudaMemcpyDeviceToHost, m.stream));
+    DUET_CUDA_TRY(cudaMemcpyAsync(ids, m.d_top_ids, n * sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream));
+  }
+  for (int b = 0; b < B; ++b) {
+    if (top[b] > 0) continue;
+    const size_t at = static_cast<size_t>(b) * V;
+    DUET_CUDA_TRY(cudaMemcpyAsync(rows + at, m.logits + at, V * sizeof(float), cudaMemcpyDeviceToHost, m.stream));
+  }
+  DUET_CUDA_TRY(cudaStreamSynchronize(m.stream));
+  for (int b = 0; b < B; ++b) ++m.lengths[seqs[b]];
   return ok_status();
 }
 

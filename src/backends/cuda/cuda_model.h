@@ -81,6 +81,12 @@ class CudaModel {
   Status decode(const int32_t* tokens, int B, std::vector<float>& logits);
   // One token for each of the B distinct sequences seqs[0..B), each at its own position. logits: [B, V].
   Status decode_sequences(const int32_t* seqs, const int32_t* tokens, int B, std::vector<float>& logits);
+  // decode_sequences, copying back per row b only what top[b] asks for: top[b] in [1, kMaxSelect]: its
+  // top[b] best logits (best first, ties to the lower id) and their ids, selected on the GPU, to
+  // values/ids + b * kMaxSelect; top[b] == 0: its whole row to rows + b * V.
+  static constexpr int kMaxSelect = 64;
+  Status decode_select(const int32_t* seqs, const int32_t* tokens, int B, const int32_t* top, float* values,
+                       int32_t* ids, float* rows);
 
   // Bench: mean device time of `steps` decode steps of B sequences at their current
   // lengths (graph replays, positions held fixed, no host copies), in milliseconds.

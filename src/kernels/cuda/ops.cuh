@@ -162,4 +162,10 @@ Result<bool> attention_prefill_rotates_q(int Dh);
 Status token_log_probs(const float* logits, int rows, int V, const int32_t* targets, float* log_probs,
                        int32_t* argmax, cudaStream_t stream);
 
+// row_top_k: for each row r with k = top[r] > 0, values[r*stride + i], ids[r*stride + i] for i < k = the k
+// largest of logits[r,:], best first, ties to the lower index (select_top's order); NaN is never chosen and
+// a slot left without a candidate gets id -1. logits [rows,V] f32; top [rows] int32 (<= stride).
+Status row_top_k(const float* logits, int rows, int V, const int32_t* top, int stride, float* values,
+                 int32_t* ids, cudaStream_t stream);
+
 }  // namespace duet::cuda
