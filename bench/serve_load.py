@@ -12,6 +12,9 @@ the same prompt length and `--max-tokens` output tokens (end-of-text banned:
   out tok/s  generated tokens per second of wall time
   TTFT       time to the first streamed token (median, p99), ms
   TPOT       (last token time - first token time) / (tokens - 1) per request (median, p99), ms
+  duet only, from its /metrics: mean batch (sequences per decode step), loop ms/step (the engine
+  loop's busy time per decode step) and model share (of that time, inside the model's calls; the
+  rest is scheduling, sampling and handing tokens to the HTTP threads)
 Standard library only, so it runs wherever python3 does.
 
   python3 bench/serve_load.py --lp 16:20                     # duet baseline + LP, CPU
@@ -166,6 +169,38 @@ def run_level(url, make_body, concurrency, requests, procs):
             "first_error": errors[0] if errors else None}
 
 
+ENGINE_COUNTERS = ("duet_engine_decode_steps_total", "duet_engine_decode_rows_total",
+                   "duet_engine_busy_seconds_total", "duet_engine_model_seconds_total")
+
+
+def engine_counters(url):
+    """duet's engine counters from /metrics (None for servers without them)."""
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ENGINE_COUNTERS:
+            values[name] = float(value)
+    return values if len(values) == len(ENGINE_COUNTERS) else None
+
+
+def engine_row(before, after):
+    """Mean decode batch, loop time per decode step, and the model calls' share of the loop's busy time."""
+    if not before or not after:
+        return {}
+    d = {k: after[k] - before[k] for k in ENGINE_COUNTERS}
+    steps = d["duet_engine_decode_steps_total"]
+    if steps <= 0:
+        return {}
+    return {"mean_batch": d["duet_engine_decode_rows_total"] / steps,
+            "loop_ms_per_step": 1e3 * d["duet_engine_busy_seconds_total"] / steps,
+            "model_share": d["duet_engine_model_seconds_total"] / max(d["duet_engine_busy_seconds_total"], 1e-9)}
+
+
 def make_prompt(n_words, seed=0):
     rng = random.Random(seed)
     words = ["the", "river", "mountain", "quiet", "engine", "light", "north", "garden", "paper", "stone", "window",
@@ -229,18 +264,23 @@ def main():
             request_count = 0
             for c in levels:
                 n = args.requests or max(4 * c, 16)
+                before = engine_counters(server.url)
                 row = dict(server=name, prompt_words=args.prompt_words, max_tokens=args.max_tokens,
                            **run_level(server.url, make_body, c, n, procs))
+                row.update(engine_row(before, engine_counters(server.url)))
                 request_count += n
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr)
 
-    print(f"| server | conc | req/s | out tok/s | tokens/request | TTFT med | TTFT p99 | TPOT med | TPOT p99 | errors |")
-    print(f"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| server | conc | req/s | out tok/s | tokens/request | TTFT med | TTFT p99 | TPOT med | TPOT p99 | errors "
+          "| mean batch | loop ms/step | model share |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
+        engine = (f"{r['mean_batch']:.1f} | {r['loop_ms_per_step']:.3f} | {100 * r['model_share']:.0f}%"
+                  if "mean_batch" in r else "- | - | -")
         print(f"| {r['server']} | {r['concurrency']} | {r['req_per_s']:.2f} | {r['out_tok_per_s']:.1f} | "
               f"{r['tokens_per_request']:.1f} | {r['ttft_ms_median']:.1f} | {r['ttft_ms_p99']:.1f} | "
-              f"{r['tpot_ms_median']:.1f} | {r['tpot_ms_p99']:.1f} | {r['errors']} |")
+              f"{r['tpot_ms_median']:.1f} | {r['tpot_ms_p99']:.1f} | {r['errors']} | {engine} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -9,6 +9,8 @@ namespace duet::server {
 namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+// The loop thread is the only writer of these counters, so a load and a store make the sum.
+void add_seconds(std::atomic<double>& total, double seconds) { total.store(total.load() + seconds); }
 }  // namespace
 
 RequestHandle::RequestHandle(GenerationRequest request) : request_(std::move(request)) {}
@@ -108,10 +110,12 @@ void Engine::loop() {
       if (idle) wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
       if (stopping_) return;
     }
+    const Clock::time_point start = Clock::now();
     drop_cancelled();
     admit();
     prefill_step();
     decode_step();
+    add_seconds(metrics_.engine_busy_seconds_total, seconds_between(start, Clock::now()));
   }
 }
 
@@ -192,7 +196,9 @@ void Engine::prefill_tokens(int s, int n) {
   const int begin = slot.prefilled;
   const bool echo = req.echo_logprobs;
   std::vector<float> logits;
+  const Clock::time_point start = Clock::now();
   const Status st = decoder_->prefill(s, req.prompt.data() + begin, n, echo ? LogitsMode::All : LogitsMode::Last, logits);
+  add_seconds(metrics_.engine_model_seconds_total, seconds_between(start, Clock::now()));
   if (!st.ok()) return finish(slot, FinishReason::kError, st.message());
   slot.prefilled += n;
   metrics_.prompt_tokens_total += n;
@@ -268,7 +274,11 @@ void Engine::decode_step() {
     }
   }
   if (ids.empty()) return;
+  const Clock::time_point start = Clock::now();
   const Status st = decoder_->decode_top(ids.data(), tokens.data(), static_cast<int>(ids.size()), top.data(), selection_);
+  add_seconds(metrics_.engine_model_seconds_total, seconds_between(start, Clock::now()));
+  metrics_.engine_decode_steps_total++;
+  metrics_.engine_decode_rows_total += ids.size();
   for (size_t b = 0; b < ids.size(); ++b) {
     Slot& slot = *slot_state_[ids[b]];
     if (!st.ok()) {

@@ -63,6 +63,13 @@ std::string Metrics::render() const {
   line(out, "duet_requests_failed_total", "requests ended by an engine error", "counter", requests_failed_total.load());
   line(out, "duet_http_client_errors_total", "requests answered with a 4xx status", "counter",
        http_client_errors_total.load());
+  line(out, "duet_engine_decode_steps_total", "batched decode steps", "counter", engine_decode_steps_total.load());
+  line(out, "duet_engine_decode_rows_total", "sequences decoded over those steps", "counter",
+       engine_decode_rows_total.load());
+  line(out, "duet_engine_busy_seconds_total", "seconds the engine loop had work", "counter",
+       engine_busy_seconds_total.load());
+  line(out, "duet_engine_model_seconds_total", "seconds inside the model's prefill and decode calls", "counter",
+       engine_model_seconds_total.load());
   time_to_first_token.render("duet_time_to_first_token_seconds", "seconds from queueing to the first token", out);
   time_per_output_token.render("duet_time_per_output_token_seconds", "seconds between generated tokens", out);
   return out;

@@ -41,6 +41,12 @@ struct Metrics {
   std::atomic<uint64_t> requests_rejected_total{0};   // queue full (429)
   std::atomic<uint64_t> requests_failed_total{0};     // engine error
   std::atomic<uint64_t> http_client_errors_total{0};  // 4xx answers
+  // Where the engine loop's time goes (written by the loop thread only): the model calls' share of
+  // busy time is what the device gets; the rest is scheduling, sampling and handing tokens out.
+  std::atomic<uint64_t> engine_decode_steps_total{0};
+  std::atomic<uint64_t> engine_decode_rows_total{0};      // sequences over those steps (/ steps = mean batch)
+  std::atomic<double> engine_busy_seconds_total{0};      // loop iterations that had work
+  std::atomic<double> engine_model_seconds_total{0};     // inside prefill and decode calls
   Histogram time_to_first_token;     // seconds from queueing to the first generated token
   Histogram time_per_output_token;   // seconds between consecutive generated tokens
 
