@@ -61,6 +61,7 @@ Engine::Engine(std::unique_ptr<BatchDecoder> decoder, std::vector<bool> is_end_o
       device_name_(decoder_->device_name()),
       slot_state_(slots_) {
   metrics_.kv_slots_total = slots_;
+  sender_ = std::thread([this] { send_loop(); });
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -78,7 +79,42 @@ Engine::~Engine() {
     EngineEvent done;
     done.kind = EngineEvent::Kind::kFinished;
     done.finish = FinishReason::kCancelled;
-    handle->push(std::move(done));
+    post(handle, std::move(done));
+  }
+  flush();
+  {
+    std::lock_guard<std::mutex> lock(send_mutex_);
+    send_stop_ = true;
+  }
+  send_wake_.notify_one();
+  sender_.join();  // after it has delivered everything posted
+}
+
+void Engine::post(const std::shared_ptr<RequestHandle>& handle, EngineEvent event) {
+  outbox_.emplace_back(handle, std::move(event));
+}
+
+void Engine::flush() {
+  if (outbox_.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(send_mutex_);
+    for (auto& item : outbox_) sending_.push_back(std::move(item));
+  }
+  outbox_.clear();
+  send_wake_.notify_one();
+}
+
+void Engine::send_loop() {
+  std::vector<std::pair<std::shared_ptr<RequestHandle>, EngineEvent>> batch;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(send_mutex_);
+      send_wake_.wait(lock, [&] { return send_stop_ || !sending_.empty(); });
+      if (sending_.empty()) return;  // stopping, and all delivered
+      batch.swap(sending_);
+    }
+    for (auto& [handle, event] : batch) handle->push(std::move(event));
+    batch.clear();
   }
 }
 
@@ -114,7 +150,9 @@ void Engine::loop() {
     drop_cancelled();
     admit();
     prefill_step();
+    flush();  // first tokens go out before the decode step, not after it
     decode_step();
+    flush();
     add_seconds(metrics_.engine_busy_seconds_total, seconds_between(start, Clock::now()));
   }
 }
@@ -129,7 +167,7 @@ void Engine::admit() {
       EngineEvent done;
       done.kind = EngineEvent::Kind::kFinished;
       done.finish = FinishReason::kCancelled;
-      handle->push(std::move(done));
+      post(handle, std::move(done));
       metrics_.requests_cancelled_total++;
       --s;  // the slot is still free
       continue;
@@ -167,7 +205,7 @@ void Engine::finish(Slot& slot, FinishReason reason, const std::string& error) {
   done.kind = EngineEvent::Kind::kFinished;
   done.finish = reason;
   done.error = error;
-  handle->push(std::move(done));
+  post(handle, std::move(done));
 }
 
 void Engine::prefill_step() {
@@ -221,7 +259,7 @@ void Engine::prefill_tokens(int s, int n) {
     EngineEvent event;
     event.kind = EngineEvent::Kind::kPromptLogprobs;
     event.prompt_logprobs = std::move(slot.prompt_logprobs);
-    slot.handle->push(std::move(event));
+    post(slot.handle, std::move(event));
   }
   if (req.max_tokens == 0) return finish(slot, FinishReason::kLength);
   slot.decoding = true;
@@ -254,7 +292,7 @@ void Engine::emit_token(Slot& slot, int32_t token, const float* row) {
   event.token = token;
   event.end_of_generation = end;
   if (req.top_logprobs >= 0) event.logprobs = logprob_entry(row, vocab_size_, token, req.top_logprobs);
-  slot.handle->push(std::move(event));
+  post(slot.handle, std::move(event));
   if (end) return finish(slot, FinishReason::kStop);
   if (slot.generated >= req.max_tokens) return finish(slot, FinishReason::kLength);
   // The caller checked prompt + max_tokens <= capacity; this guards a slot that is full anyway.
