@@ -5,7 +5,15 @@
 // loop (concurrent equals alone, chunked prefill, cancellation, a full queue).
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <cstring>
 
 #include "backends/cpu/cpu_model.h"
 #include "eval/perplexity.h"
@@ -14,6 +22,7 @@
 #include "runtime/logprobs.h"
 #include "runtime/sampler.h"
 #include "server/engine.h"
+#include "server/http_server.h"
 #include "server/openai_schema.h"
 #include "server/text_stream.h"
 #include "test_support.h"
@@ -335,6 +344,45 @@ TEST(Engine, CancelFreesTheSlotAndAFullQueueRefuses) {
   EXPECT_EQ(next.tokens.size(), 2u);
   EXPECT_EQ(engine->metrics().kv_slots_used.load(), 0);
   EXPECT_EQ(engine->metrics().requests_cancelled_total.load(), 1u);
+}
+
+// A burst of clients must reach the server while it is busy: the kernel completes their handshakes
+// into the listen backlog. cpp-httplib's own backlog of 5 dropped the SYNs past it, and those clients
+// waited a second to retry. Nothing accepts here (listen() is never called), so every connection
+// that completes sits in the backlog.
+TEST(HttpServer, ListenBacklogHoldsABurstOfClients) {
+  server::ServerOptions options;
+  options.port = 0;
+  server::HttpServer http(options);
+  ASSERT_TRUE(http.bind().ok());
+  constexpr int kClients = 64;
+  std::vector<pollfd> fds;
+  for (int i = 0; i < kClients; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(http.port()));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const int rc = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ASSERT_TRUE(rc == 0 || errno == EINPROGRESS) << std::strerror(errno);
+    fds.push_back({fd, POLLOUT, 0});
+  }
+  // Completed handshakes are writable at once; one held in SYN_SENT would be retried only after 1 s.
+  int connected = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+  while (connected < kClients && std::chrono::steady_clock::now() < deadline) {
+    poll(fds.data(), fds.size(), 50);
+    connected = 0;
+    for (const pollfd& p : fds) {
+      int err = 0;
+      socklen_t len = sizeof(err);
+      getsockopt(p.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      if ((p.revents & POLLOUT) && err == 0) ++connected;
+    }
+  }
+  for (const pollfd& p : fds) close(p.fd);
+  EXPECT_EQ(connected, kClients);
 }
 
 }  // namespace

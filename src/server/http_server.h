@@ -53,6 +53,7 @@ class HttpServer {
   ServerOptions options_;
   std::unique_ptr<httplib::Server> http_;
   int port_ = 0;
+  int listen_fd_ = -1;  // the bound socket, to raise cpp-httplib's listen backlog
   std::atomic<Engine*> engine_{nullptr};
   std::atomic<bool> listen_called_{false}, listen_done_{false}, stop_requested_{false};
   const Tokenizer* tokenizer_ = nullptr;
