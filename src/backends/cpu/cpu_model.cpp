@@ -59,8 +59,9 @@ void project(const cpu::Q8Tiles* tiles, const Matrix& w, const std::vector<float
   }
 }
 
-// Projections of one normed input (Q, K, V; gate, up): under int8 arithmetic one matmul_q8_shared call
-// (one quantization of the input, one parallel region), else project() each.
+// Projections of one input x [T, D] after an RMSNorm with gain `norm` (Q, K, V; gate, up): under int8 arithmetic
+// one matmul_q8_shared call (one quantization of the input, one parallel region), else project() each. Encoded
+// rows read `grouped` (gains applied there); x normed with `norm` is computed only if float32 rows read it.
 struct Projection {
   const Matrix& w;
   const cpu::Q8Tiles* tiles;  // null: no int8 tiles
@@ -68,12 +69,17 @@ struct Projection {
   float* y;
 };
 
-void project_all(std::initializer_list<Projection> outputs, const float* normed, const std::vector<float>& grouped,
-                 int groups, int T) {
-  bool shared = !grouped.empty();
-  for (const Projection& o : outputs) shared = shared && o.tiles != nullptr && !o.w.packed.empty();
+void project_all(std::initializer_list<Projection> outputs, const float* x, const std::vector<float>& norm,
+                 const ModelConfig& c, const std::vector<float>& grouped, int groups, int T) {
+  bool shared = !grouped.empty(), needs_normed = grouped.empty();
+  for (const Projection& o : outputs) {
+    shared = shared && o.tiles != nullptr && !o.w.packed.empty();
+    needs_normed = needs_normed || o.w.packed.empty();
+  }
   if (!shared) {
-    for (const Projection& o : outputs) project(o.tiles, o.w, o.bias, normed, grouped, groups, o.y, T);
+    std::vector<float> normed(needs_normed ? static_cast<size_t>(T) * c.dim : 0);
+    if (needs_normed) cpu::rms_norm(x, norm.data(), normed.data(), T, c.dim, c.rms_eps);
+    for (const Projection& o : outputs) project(o.tiles, o.w, o.bias, normed.data(), grouped, groups, o.y, T);
     return;
   }
   std::vector<cpu::Q8Projection> int8;
@@ -108,7 +114,9 @@ CpuModel::CpuModel(const ModelWeights& weights, int max_positions, Communicator*
   }
   for (const Matrix* m : matrices) {
     const int N = static_cast<int>(m->rows), K = static_cast<int>(m->cols);
-    if (!m->packed.empty() && cpu::matmul_q8_supported(m->packed, K)) q8_tiles_[&m->packed] = cpu::q8_tiles(m->packed, N, K);
+    if (!m->packed.empty() && cpu::matmul_q8_supported(m->packed, K)) {
+      q8_tiles_[&m->packed] = cpu::q8_tiles(m->packed, N, K);
+    }
   }
 }
 
@@ -127,9 +135,7 @@ void CpuModel::attention_block(const LayerWeights& layer, LayerCache& cache, int
   const ModelConfig& c = config();
   const int D = c.dim, Dh = c.head_dim, H = layer.n_heads, Hkv = layer.n_kv_heads;
   const int64_t kv_row = static_cast<int64_t>(Hkv) * Dh;
-  std::vector<float> xn(static_cast<size_t>(T) * D), q(static_cast<size_t>(T) * H * Dh),
-      attn(static_cast<size_t>(T) * H * Dh);
-  cpu::rms_norm(x, layer.attn_norm.data(), xn.data(), T, D, c.rms_eps);
+  std::vector<float> q(static_cast<size_t>(T) * H * Dh), attn(static_cast<size_t>(T) * H * Dh);
 
   const std::vector<float> grouped = use_packed(layer.attn_q, tiles(layer.attn_q), T)
                                          ? grouped_inputs(x, layer.attn_packed_gains, T, D, c.rms_eps)
@@ -139,9 +145,10 @@ void CpuModel::attention_block(const LayerWeights& layer, LayerCache& cache, int
   // K and V go straight into the cache rows of positions [pos0, pos0+T).
   float* k = cache.k.data() + pos0 * kv_row;
   float* v = cache.v.data() + pos0 * kv_row;
-  project_all({{layer.attn_q, tiles(layer.attn_q), layer.attn_q_bias, q.data()}, {layer.attn_k, tiles(layer.attn_k), layer.attn_k_bias, k},
+  project_all({{layer.attn_q, tiles(layer.attn_q), layer.attn_q_bias, q.data()},
+               {layer.attn_k, tiles(layer.attn_k), layer.attn_k_bias, k},
                {layer.attn_v, tiles(layer.attn_v), layer.attn_v_bias, v}},
-              xn.data(), grouped, groups, T);
+              x, layer.attn_norm, c, grouped, groups, T);
   if (!layer.attn_q_norm.empty()) {
     cpu::rms_norm_heads(q.data(), layer.attn_q_norm.data.data(), T, H, Dh, c.rms_eps);
     cpu::rms_norm_heads(k, layer.attn_k_norm.data.data(), T, Hkv, Dh, c.rms_eps);
@@ -157,15 +164,15 @@ void CpuModel::attention_block(const LayerWeights& layer, LayerCache& cache, int
 void CpuModel::ffn_block(const LayerWeights& layer, const float* x, int T, float* out) const {
   const ModelConfig& c = config();
   const int D = c.dim, F = layer.ffn_dim;
-  std::vector<float> xn(static_cast<size_t>(T) * D), gate(static_cast<size_t>(T) * F), up(static_cast<size_t>(T) * F);
-  cpu::rms_norm(x, layer.ffn_norm.data(), xn.data(), T, D, c.rms_eps);
+  std::vector<float> gate(static_cast<size_t>(T) * F), up(static_cast<size_t>(T) * F);
   const std::vector<float> grouped = use_packed(layer.ffn_gate, tiles(layer.ffn_gate), T)
                                          ? grouped_inputs(x, layer.ffn_packed_gains, T, D, c.rms_eps)
                                          : std::vector<float>();
   const int groups = static_cast<int>(layer.ffn_packed_gains.rows);
   const std::vector<float> no_bias;
-  project_all({{layer.ffn_gate, tiles(layer.ffn_gate), no_bias, gate.data()}, {layer.ffn_up, tiles(layer.ffn_up), no_bias, up.data()}}, xn.data(),
-              grouped, groups, T);
+  project_all({{layer.ffn_gate, tiles(layer.ffn_gate), no_bias, gate.data()},
+               {layer.ffn_up, tiles(layer.ffn_up), no_bias, up.data()}},
+              x, layer.ffn_norm, c, grouped, groups, T);
   cpu::silu_mul(gate.data(), up.data(), gate.data(), static_cast<int64_t>(T) * F);
   project_plain(tiles(layer.ffn_down), layer.ffn_down, gate.data(), out, T);
 }
@@ -199,15 +206,15 @@ Status CpuModel::decode_batch(const int32_t* tokens, int B, KvCache* const* cach
     const int64_t q_row = static_cast<int64_t>(H) * Dh, kv_row = static_cast<int64_t>(Hkv) * Dh;
 
     // Attention: the B rows share every projection; RoPE, the cache write and attention are per row.
-    std::vector<float> xn(n), q(B * q_row), k(B * kv_row), v(B * kv_row), attn(B * q_row);
-    cpu::rms_norm(x.data(), layer.attn_norm.data(), xn.data(), B, D, c.rms_eps);
+    std::vector<float> q(B * q_row), k(B * kv_row), v(B * kv_row), attn(B * q_row);
     std::vector<float> grouped = use_packed(layer.attn_q, tiles(layer.attn_q), B, MatmulPath::kPacked)
                                      ? grouped_inputs(x.data(), layer.attn_packed_gains, B, D, c.rms_eps)
                                      : std::vector<float>();
     int groups = static_cast<int>(layer.attn_packed_gains.rows);
-    project_all({{layer.attn_q, tiles(layer.attn_q), layer.attn_q_bias, q.data()}, {layer.attn_k, tiles(layer.attn_k), layer.attn_k_bias, k.data()},
+    project_all({{layer.attn_q, tiles(layer.attn_q), layer.attn_q_bias, q.data()},
+                 {layer.attn_k, tiles(layer.attn_k), layer.attn_k_bias, k.data()},
                  {layer.attn_v, tiles(layer.attn_v), layer.attn_v_bias, v.data()}},
-                xn.data(), grouped, groups, B);
+                x.data(), layer.attn_norm, c, grouped, groups, B);
     if (!layer.attn_q_norm.empty()) {
       cpu::rms_norm_heads(q.data(), layer.attn_q_norm.data.data(), B, H, Dh, c.rms_eps);
       cpu::rms_norm_heads(k.data(), layer.attn_k_norm.data.data(), B, Hkv, Dh, c.rms_eps);
@@ -228,14 +235,14 @@ Status CpuModel::decode_batch(const int32_t* tokens, int B, KvCache* const* cach
 
     // FFN over the B rows.
     std::vector<float> gate(static_cast<size_t>(B) * F), up(static_cast<size_t>(B) * F);
-    cpu::rms_norm(x.data(), layer.ffn_norm.data(), xn.data(), B, D, c.rms_eps);
     grouped = use_packed(layer.ffn_gate, tiles(layer.ffn_gate), B, MatmulPath::kPacked)
                   ? grouped_inputs(x.data(), layer.ffn_packed_gains, B, D, c.rms_eps)
                   : std::vector<float>();
     groups = static_cast<int>(layer.ffn_packed_gains.rows);
     const std::vector<float> no_bias;
-    project_all({{layer.ffn_gate, tiles(layer.ffn_gate), no_bias, gate.data()}, {layer.ffn_up, tiles(layer.ffn_up), no_bias, up.data()}}, xn.data(),
-                grouped, groups, B);
+    project_all({{layer.ffn_gate, tiles(layer.ffn_gate), no_bias, gate.data()},
+                 {layer.ffn_up, tiles(layer.ffn_up), no_bias, up.data()}},
+                x.data(), layer.ffn_norm, c, grouped, groups, B);
     cpu::silu_mul(gate.data(), up.data(), gate.data(), static_cast<int64_t>(B) * F);
     project_plain(tiles(layer.ffn_down), layer.ffn_down, gate.data(), block_out.data(), B, MatmulPath::kPacked);
     if (comm_) DUET_TRY(comm_->all_reduce_sum(block_out.data(), n));
@@ -249,7 +256,8 @@ Status CpuModel::decode_batch(const int32_t* tokens, int B, KvCache* const* cach
   logits.resize(static_cast<size_t>(B) * c.vocab_size);
   std::vector<float> xn(n);
   cpu::rms_norm(x.data(), weights_.output_norm.data(), xn.data(), B, D, c.rms_eps);
-  project_plain(tiles(weights_.output_matrix()), weights_.output_matrix(), xn.data(), logits.data(), B, MatmulPath::kPacked);
+  project_plain(tiles(weights_.output_matrix()), weights_.output_matrix(), xn.data(), logits.data(), B,
+                MatmulPath::kPacked);
   return ok_status();
 }
 

@@ -117,12 +117,16 @@ struct QuantizedInputs {
   std::vector<int32_t> start8, start128;
 };
 
-void quantize_inputs(const float* x, int64_t inputs, int K, QuantizedInputs& out) {
-  const int64_t blocks = K / kBlock;
+void resize_inputs(int64_t inputs, int K, QuantizedInputs& out) {
+  const size_t blocks = static_cast<size_t>(inputs * (K / kBlock));
   out.q.resize(static_cast<size_t>(inputs * K));
-  for (auto* v : {&out.d, &out.sum}) v->resize(static_cast<size_t>(inputs * blocks));
-  for (auto* v : {&out.start8, &out.start128}) v->resize(static_cast<size_t>(inputs * blocks));
-  for (int64_t i = 0; i < inputs * blocks; ++i) {
+  for (auto* v : {&out.d, &out.sum}) v->resize(blocks);
+  for (auto* v : {&out.start8, &out.start128}) v->resize(blocks);
+}
+
+// Blocks [begin, end) of x (as [I * K/32, 32]) into `out` (sized by resize_inputs).
+void quantize_blocks(const float* x, int64_t begin, int64_t end, QuantizedInputs& out) {
+  for (int64_t i = begin; i < end; ++i) {
     const float* src = x + i * kBlock;
     const __m512 lo = _mm512_loadu_ps(src), hi = _mm512_loadu_ps(src + 16);
     const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
@@ -243,6 +247,8 @@ void project_tile(const Q8Projection& p, int64_t tile, int G, int T, const Quant
 // (dynamic), so a thread that the OS preempts (other processes on few cores)
 // delays a region by one tile, not by its whole static share.
 constexpr int64_t kParallelMinWeights = int64_t(1) << 17;
+// Blocks quantized per step of the shared loop (one cache line of int8 out per 2 blocks).
+constexpr int64_t kQuantizeChunk = 64;
 
 }  // namespace
 #endif
@@ -252,18 +258,32 @@ void matmul_q8_shared(const float* x, int G, const Q8Projection* projections, in
   const int K = projections[0].w->K;
   for (int i = 0; i < count; ++i) DUET_CHECK(projections[i].w->K == K);
   QuantizedInputs qx;
-  quantize_inputs(x, static_cast<int64_t>(G) * T, K, qx);
+  const int64_t blocks = static_cast<int64_t>(G) * T * (K / kBlock);
+  resize_inputs(static_cast<int64_t>(G) * T, K, qx);
+  // A decode step's few blocks are quantized before the region (a split would cost a barrier);
+  // scoring's and prefill's inside it, by both threads.
+  const bool quantize_in_region = T >= 4;
+  if (!quantize_in_region) quantize_blocks(x, 0, blocks, qx);
   std::vector<int64_t> first_tile(count + 1, 0);  // projection i owns tiles [first_tile[i], first_tile[i+1])
   int64_t weights = 0;
   for (int i = 0; i < count; ++i) {
     first_tile[i + 1] = first_tile[i] + (projections[i].w->N + kTileRows - 1) / kTileRows;
     weights += static_cast<int64_t>(projections[i].w->N) * K;
   }
-#pragma omp parallel for schedule(dynamic, 1) if (weights * T >= kParallelMinWeights)
-  for (int64_t r = 0; r < first_tile[count]; ++r) {
-    int i = 0;
-    while (r >= first_tile[i + 1]) ++i;
-    project_tile(projections[i], r - first_tile[i], G, T, qx);
+#pragma omp parallel if (weights * T >= kParallelMinWeights)
+  {
+    if (quantize_in_region) {
+#pragma omp for schedule(static)
+      for (int64_t b = 0; b < blocks; b += kQuantizeChunk) {
+        quantize_blocks(x, b, std::min(blocks, b + kQuantizeChunk), qx);
+      }
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t r = 0; r < first_tile[count]; ++r) {
+      int i = 0;
+      while (r >= first_tile[i + 1]) ++i;
+      project_tile(projections[i], r - first_tile[i], G, T, qx);
+    }
   }
 #else
   (void)x, (void)G, (void)projections, (void)count, (void)T;
