@@ -149,6 +149,12 @@ inline __m512i broadcast_u32(const int8_t* p) {
   return _mm512_set1_epi32(v);
 }
 
+// Decode streams every weight once from memory (the model does not fit the core's L2), and the hardware
+// prefetcher alone left the int8 decode waiting on loads: asking for each block 16 KiB ahead raised SmolLM2-135M's
+// decode from ~87 to ~130 tok/s at 1 thread and ~150 to ~200 at 2 (alternating runs, 4 and 8 KiB in between,
+// scoring 5-10% faster). A prefetch past the end of the weights is harmless: prefetches never fault.
+constexpr int64_t kPrefetchBytes = 16384;
+
 // acc[i] (16 rows of one tile) += the tile's rows dotted with inputs first..first+kInputs-1.
 // Inputs below 4 split each block's integer sum into two chains: vpdpbusd's latency, not its
 // throughput, would otherwise bound one input; integer sums are exact, so the split changes no bits.
@@ -160,6 +166,9 @@ void tile_dot(const uint8_t* tile, int64_t blocks, const QuantizedInputs& qx, in
   const int32_t* start = kType == DType::Q8_0 ? qx.start128.data() : qx.start8.data();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* blk = tile + b * kBytes;
+    for (int64_t line = 0; line < kBytes; line += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + line), _MM_HINT_T0);
+    }
     __m512i w[8];
     if constexpr (kType == DType::Q8_0) {
       for (int s = 0; s < 8; ++s) w[s] = _mm512_loadu_si512(blk + 64 * s);
