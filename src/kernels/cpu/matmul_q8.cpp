@@ -159,7 +159,7 @@ constexpr int64_t kPrefetchBytes = 16384;
 // Inputs below 4 split each block's integer sum into two chains: vpdpbusd's latency, not its
 // throughput, would otherwise bound one input; integer sums are exact, so the split changes no bits.
 template <DType kType, int kInputs>
-void tile_dot(const uint8_t* tile, int64_t blocks, const QuantizedInputs& qx, int64_t first, int K, __m512* acc) {
+void tile_dot(const uint8_t* tile, int64_t blocks, const QuantizedInputs& qx, int64_t first, __m512* acc) {
   constexpr int64_t kBytes = kType == DType::Q4_1 ? 320 : kType == DType::Q4_0 ? 288 : 544;
   constexpr int64_t kQuantBytes = kType == DType::Q8_0 ? 512 : 256;
   constexpr int kChains = kInputs < 4 ? 2 : 1;
@@ -223,14 +223,14 @@ void tile_rows(const Q8Tiles& w, int64_t tile, int group, int G, int T, const Qu
     for (int i = 0; i < count; ++i) acc[i] = _mm512_setzero_ps();
     const int64_t first = static_cast<int64_t>(group) * T + t;
     switch (count) {
-      case 1: tile_dot<kType, 1>(tile_bytes, blocks, qx, first, w.K, acc); break;
-      case 2: tile_dot<kType, 2>(tile_bytes, blocks, qx, first, w.K, acc); break;
-      case 3: tile_dot<kType, 3>(tile_bytes, blocks, qx, first, w.K, acc); break;
-      case 4: tile_dot<kType, 4>(tile_bytes, blocks, qx, first, w.K, acc); break;
-      case 5: tile_dot<kType, 5>(tile_bytes, blocks, qx, first, w.K, acc); break;
-      case 6: tile_dot<kType, 6>(tile_bytes, blocks, qx, first, w.K, acc); break;
-      case 7: tile_dot<kType, 7>(tile_bytes, blocks, qx, first, w.K, acc); break;
-      default: tile_dot<kType, 8>(tile_bytes, blocks, qx, first, w.K, acc); break;
+      case 1: tile_dot<kType, 1>(tile_bytes, blocks, qx, first, acc); break;
+      case 2: tile_dot<kType, 2>(tile_bytes, blocks, qx, first, acc); break;
+      case 3: tile_dot<kType, 3>(tile_bytes, blocks, qx, first, acc); break;
+      case 4: tile_dot<kType, 4>(tile_bytes, blocks, qx, first, acc); break;
+      case 5: tile_dot<kType, 5>(tile_bytes, blocks, qx, first, acc); break;
+      case 6: tile_dot<kType, 6>(tile_bytes, blocks, qx, first, acc); break;
+      case 7: tile_dot<kType, 7>(tile_bytes, blocks, qx, first, acc); break;
+      default: tile_dot<kType, 8>(tile_bytes, blocks, qx, first, acc); break;
     }
     for (int i = 0; i < count; ++i) {
       _mm512_mask_storeu_ps(y + static_cast<int64_t>(t + i) * w.N + n0, lanes, _mm512_add_ps(acc[i], b));
