@@ -40,13 +40,14 @@ int main(int argc, char** argv) {
     {"down 576x1536", DType::Q4_1, 576, 1536}, {"out 49152x576 q8_0", DType::Q8_0, 49152, 576}};
   for (auto& s : shapes) {
     PackedRows w = rnd(s.t, s.N, s.K, rng);
+    const cpu::Q8Tiles tiles = cpu::q8_tiles(w, s.N, s.K);  // built once per matrix, as CpuModel does
     std::vector<float> x(size_t(T) * s.K), y(size_t(T) * s.N), wf(size_t(s.N) * s.K, 0.01f);
     for (auto& v : x) v = std::uniform_real_distribution<float>(-1, 1)(rng);
     int r = s.N > 10000 ? reps / 20 + 1 : reps;
     double tp = 1e9, tq = 1e9, ts = 1e9;
     for (int round = 0; round < 5; ++round) {
       double t0 = now(); for (int i = 0; i < r; ++i) cpu::matmul_packed(x.data(), 1, w, nullptr, y.data(), T, s.N, s.K);
-      double t1 = now(); for (int i = 0; i < r; ++i) cpu::matmul_q8(x.data(), 1, w, nullptr, y.data(), T, s.N, s.K);
+      double t1 = now(); for (int i = 0; i < r; ++i) cpu::matmul_q8(x.data(), 1, tiles, nullptr, y.data(), T);
       double t2 = now(); if (T > 1) for (int i = 0; i < r; ++i) cpu::matmul(x.data(), wf.data(), nullptr, y.data(), T, s.N, s.K);
       double t3 = now();
       tp = std::min(tp, (t1 - t0) / r); tq = std::min(tq, (t2 - t1) / r); ts = std::min(ts, (t3 - t2) / r);

@@ -170,22 +170,25 @@ std::vector<double> q8_roundtrip(const float* x, int K) {
 // (the integer dot products must be exact: 1e-4 is fp32 summation only), and
 // against the float32 inputs within the rounding's own bound: each x_j moves
 // by at most d/2 = max|x_block| / 254, so |y_q8 - y| <= sum_j |w_j| d_j / 2.
+// N = 38 in two groups of 19: the last 16-row tile is padded and one tile spans both groups;
+// T = 11 runs a full group of 8 inputs and a remainder of 3.
 TEST(CpuKernels, MatmulQ8EqualsDecodedRowsTimesQuantizedInput) {
   std::mt19937 rng(7);
   const int N = 38, G = 2;
   for (DType type : {DType::Q4_0, DType::Q4_1, DType::Q8_0}) {
-    for (int K : {128, 192}) {
+    for (int K : {96, 192}) {
       const PackedRows w = random_packed(type, N, K, rng);
       ASSERT_TRUE(cpu::matmul_q8_supported(w, K));
+      const cpu::Q8Tiles tiles = cpu::q8_tiles(w, N, K);
       std::vector<float> decoded(N * K), bias(N);
       for (int n = 0; n < N; ++n) dequantize_row(type, w.bytes.data() + n * w.row_bytes, decoded.data() + n * K, K);
       for (float& b : bias) b = std::uniform_real_distribution<float>(-1, 1)(rng);
-      const int T = 5;
+      const int T = 11;
       std::vector<float> x(G * T * K), y(T * N, NAN);
       for (float& v : x) v = std::uniform_real_distribution<float>(-1, 1)(rng);
       x[7] = 0;
       std::fill(x.begin() + 32, x.begin() + 64, 0.0f);  // an all-zero block (d = 0)
-      cpu::matmul_q8(x.data(), G, w, bias.data(), y.data(), T, N, K);
+      cpu::matmul_q8(x.data(), G, tiles, bias.data(), y.data(), T);
       for (int t = 0; t < T; ++t) {
         for (int n = 0; n < N; ++n) {
           const float* xt = x.data() + (int64_t(n / (N / G)) * T + t) * K;
@@ -200,11 +203,11 @@ TEST(CpuKernels, MatmulQ8EqualsDecodedRowsTimesQuantizedInput) {
           EXPECT_NEAR(y[t * N + n], ref_f32, bound + 1e-4) << dtype_name(type) << " K=" << K << " row " << n;
         }
       }
-      // Batch invariance: each input alone (T = 1, the fused decode loop) gives the same bits.
+      // Batch invariance: each input alone (T = 1, decode) gives the same bits.
       for (int t = 0; t < T; ++t) {
         std::vector<float> xt(G * K), yt(N);
         for (int g = 0; g < G; ++g) std::copy_n(x.data() + (int64_t(g) * T + t) * K, K, xt.data() + g * K);
-        cpu::matmul_q8(xt.data(), G, w, bias.data(), yt.data(), 1, N, K);
+        cpu::matmul_q8(xt.data(), G, tiles, bias.data(), yt.data(), 1);
         for (int n = 0; n < N; ++n) ASSERT_EQ(yt[n], y[t * N + n]) << dtype_name(type) << " t=" << t << " row " << n;
       }
     }
@@ -212,28 +215,28 @@ TEST(CpuKernels, MatmulQ8EqualsDecodedRowsTimesQuantizedInput) {
 }
 
 // matmul_q8_shared (one quantization, one region for Q/K/V-like projections) equals one matmul_q8 per projection,
-// bit for bit, also when one projection's encoding differs from the others' (it then runs on its own).
+// bit for bit, also when one projection's encoding differs from the others'.
 TEST(CpuKernels, MatmulQ8SharedEqualsOneCallPerProjection) {
   std::mt19937 rng(11);
   const int K = 128, G = 2, T = 3;
   std::vector<float> x(G * T * K);
   for (float& v : x) v = std::uniform_real_distribution<float>(-1, 1)(rng);
   for (DType third : {DType::Q4_1, DType::Q8_0}) {
-    const std::vector<PackedRows> w = {random_packed(DType::Q4_1, 38, K, rng), random_packed(DType::Q4_1, 6, K, rng),
-                                       random_packed(third, 10, K, rng)};
+    const std::vector<cpu::Q8Tiles> w = {cpu::q8_tiles(random_packed(DType::Q4_1, 38, K, rng), 38, K),
+                                         cpu::q8_tiles(random_packed(DType::Q4_1, 6, K, rng), 6, K),
+                                         cpu::q8_tiles(random_packed(third, 10, K, rng), 10, K)};
     std::vector<float> bias(38, 0.5f);
     for (int t : {T, 1}) {  // T inputs per group, and the decode path
       std::vector<std::vector<float>> shared(3), alone(3);
-      std::vector<cpu::PackedProjection> projections;
+      std::vector<cpu::Q8Projection> projections;
       for (int i = 0; i < 3; ++i) {
-        const int N = static_cast<int>(w[i].bytes.size() / w[i].row_bytes);
-        shared[i].assign(t * N, NAN);
-        alone[i].assign(t * N, NAN);
+        shared[i].assign(t * w[i].N, NAN);
+        alone[i].assign(t * w[i].N, NAN);
         const float* b = i == 0 ? bias.data() : nullptr;
-        projections.push_back({&w[i], b, shared[i].data(), N});
-        cpu::matmul_q8(x.data(), G, w[i], b, alone[i].data(), t, N, K);
+        projections.push_back({&w[i], b, shared[i].data()});
+        cpu::matmul_q8(x.data(), G, w[i], b, alone[i].data(), t);
       }
-      cpu::matmul_q8_shared(x.data(), G, projections.data(), 3, t, K);
+      cpu::matmul_q8_shared(x.data(), G, projections.data(), 3, t);
       for (int i = 0; i < 3; ++i) {
         EXPECT_EQ(shared[i], alone[i]) << "projection " << i << " T=" << t << " third " << dtype_name(third);
       }
@@ -241,17 +244,11 @@ TEST(CpuKernels, MatmulQ8SharedEqualsOneCallPerProjection) {
   }
 }
 
-// Where the int8 path does not apply (K not a multiple of 64), matmul_q8 is matmul_packed, bit for bit.
-TEST(CpuKernels, MatmulQ8FallsBackToFloatForUnpairedBlocks) {
+// The int8 kernel covers the three block encodings llama.cpp's int8 path does; other encodings keep float32.
+TEST(CpuKernels, MatmulQ8SupportsQ4AndQ8BlocksOnly) {
   std::mt19937 rng(9);
-  const int N = 20, K = 96, T = 2;
-  const PackedRows w = random_packed(DType::Q4_1, N, K, rng);
-  EXPECT_FALSE(cpu::matmul_q8_supported(w, K));
-  std::vector<float> x(T * K), a(T * N), b(T * N);
-  for (float& v : x) v = std::uniform_real_distribution<float>(-1, 1)(rng);
-  cpu::matmul_q8(x.data(), 1, w, nullptr, a.data(), T, N, K);
-  cpu::matmul_packed(x.data(), 1, w, nullptr, b.data(), T, N, K);
-  EXPECT_EQ(a, b);
+  EXPECT_TRUE(cpu::matmul_q8_supported(random_packed(DType::Q4_0, 2, 32, rng), 32));
+  EXPECT_FALSE(cpu::matmul_q8_supported(PackedRows{DType::F16, 64, std::vector<uint8_t>(128)}, 32));
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "model/config.h"
 #include "model/weights.h"
@@ -24,22 +25,33 @@ void matmul(const float* x, const float* w, const float* bias, float* y, int T, 
 // For small T (decode): each row is read once and dotted with all T inputs; y[t,:] does not depend on T.
 void matmul_packed(const float* x, int G, const PackedRows& w, const float* bias, float* y, int T, int N, int K);
 
-// matmul_q8: matmul_packed with each 32-block of x rounded to int8 (q = round(x * 127 / max|x|), as llama.cpp's Q8_1)
-// and integer block dot products (AVX-512 VNNI); int32 within a block, fp32 across blocks; y[t,:] does not depend
-// on T. Where matmul_q8_supported is false (other encodings, K % 64 != 0, no VNNI) it is matmul_packed.
-void matmul_q8(const float* x, int G, const PackedRows& w, const float* bias, float* y, int T, int N, int K);
+// matmul_q8 runs on Q4_0/Q4_1/Q8_0 rows repacked into 16-row tiles (q8_tiles, built once per matrix and kept by
+// the caller: repacking costs as much as a scoring call saves). N rows of K (K % 32 == 0); bytes [N/16 up, K/32, ...].
+struct Q8Tiles {
+  static constexpr int kRows = 16;
+  DType type = DType::Q8_0;
+  int N = 0, K = 0;
+  std::vector<uint8_t> bytes;
+};
+// q8_tiles: w's N rows of K in the tiled layout of matmul_q8 (a copy; w may be dropped). Needs matmul_q8_supported.
+Q8Tiles q8_tiles(const PackedRows& w, int N, int K);
+// matmul_q8_supported: AVX-512 VNNI is present, w is Q4_0/Q4_1/Q8_0 and K % 32 == 0.
 bool matmul_q8_supported(const PackedRows& w, int K);
 
-// One projection of a shared input: y [T,N] = x W^T (+ bias [N] when non-null).
-struct PackedProjection {
-  const PackedRows* w = nullptr;
+// matmul_q8: matmul_packed with each 32-block of x rounded to int8 (q = round(x * 127 / max|x|), as llama.cpp's Q8_1)
+// and integer block dot products (AVX-512 VNNI); int32 within a block, fp32 across blocks; y[t,:] does not depend
+// on T or on the other inputs. x [G,T,K]; y [T,N]; row group g = n / (N/G) reads input group g.
+void matmul_q8(const float* x, int G, const Q8Tiles& w, const float* bias, float* y, int T);
+
+// One projection of a shared input: y [T,N] = x W^T (+ bias [N] when non-null), N = w->N.
+struct Q8Projection {
+  const Q8Tiles* w = nullptr;
   const float* bias = nullptr;
   float* y = nullptr;
-  int N = 0;
 };
-// matmul_q8_shared: matmul_q8 of one input x [G,T,K] with each of `count` projections (each y equals matmul_q8's);
-// x is quantized once and every row runs in one parallel region when all share one supported encoding.
-void matmul_q8_shared(const float* x, int G, const PackedProjection* projections, int count, int T, int K);
+// matmul_q8_shared: matmul_q8 of one input x [G,T,K] with each of `count` projections (each y equals matmul_q8's,
+// bit for bit); x is quantized once and every tile runs in one parallel region.
+void matmul_q8_shared(const float* x, int G, const Q8Projection* projections, int count, int T);
 
 // RopeTable: cos/sin of pos * theta^(-2i/Dh) / freq_factor[i] for pos in [0,S), i in [0,Dh/2).
 struct RopeTable {

@@ -16,16 +16,17 @@ constexpr int kPackedMaxTokens = 8;
 // Prefill picks the path by T; a batched decode step always streams the encoded rows.
 enum class MatmulPath { kByTokens, kPacked };
 
-// The int8 kernel beats sgemm at every T, so under kInt8 prefill reads the encoded rows too.
-bool use_packed(const Matrix& w, int T, CpuArithmetic arithmetic, MatmulPath path = MatmulPath::kByTokens) {
+// `tiles`: the matrix's int8 tiles (kInt8 arithmetic); the int8 kernel beats sgemm at every T, so then prefill
+// reads the encoded rows too.
+bool use_packed(const Matrix& w, const cpu::Q8Tiles* tiles, int T, MatmulPath path = MatmulPath::kByTokens) {
   if (w.packed.empty()) return false;
-  if (arithmetic == CpuArithmetic::kInt8 && cpu::matmul_q8_supported(w.packed, static_cast<int>(w.cols))) return true;
+  if (tiles != nullptr) return true;
   return path == MatmulPath::kPacked || T <= kPackedMaxTokens;
 }
 
-void matmul_encoded(CpuArithmetic arithmetic, const float* x, int G, const PackedRows& w, const float* bias, float* y,
-                    int T, int N, int K) {
-  if (arithmetic == CpuArithmetic::kInt8) return cpu::matmul_q8(x, G, w, bias, y, T, N, K);
+void matmul_encoded(const cpu::Q8Tiles* tiles, const float* x, int G, const PackedRows& w, const float* bias,
+                    float* y, int T, int N, int K) {
+  if (tiles != nullptr) return cpu::matmul_q8(x, G, *tiles, bias, y, T);
   cpu::matmul_packed(x, G, w, bias, y, T, N, K);
 }
 
@@ -48,45 +49,49 @@ std::vector<float> grouped_inputs(const float* x, const Matrix& gains, int T, in
 
 // y = (normed input) W^T (+ bias): float32 rows read `normed` (gains folded
 // or applied by the norm); encoded rows read the per-group `grouped` inputs.
-void project(CpuArithmetic arithmetic, const Matrix& w, const std::vector<float>& bias, const float* normed,
+void project(const cpu::Q8Tiles* tiles, const Matrix& w, const std::vector<float>& bias, const float* normed,
              const std::vector<float>& grouped, int groups, float* y, int T) {
   if (!w.packed.empty() && !grouped.empty()) {
-    matmul_encoded(arithmetic, grouped.data(), groups, w.packed, bias_or_null(bias), y, T, static_cast<int>(w.rows),
+    matmul_encoded(tiles, grouped.data(), groups, w.packed, bias_or_null(bias), y, T, static_cast<int>(w.rows),
                    static_cast<int>(w.cols));
   } else {
     cpu::matmul(normed, w.data.data(), bias_or_null(bias), y, T, static_cast<int>(w.rows), static_cast<int>(w.cols));
   }
 }
 
-// Projections of one normed input (Q, K, V; gate, up): under int8 arithmetic one matmul_q8_shared call
-// (one quantization of the input, one parallel region), else project() each.
+// Projections of one input x [T, D] after an RMSNorm with gain `norm` (Q, K, V; gate, up): under int8 arithmetic
+// one matmul_q8_shared call (one quantization of the input, one parallel region), else project() each. Encoded
+// rows read `grouped` (gains applied there); x normed with `norm` is computed only if float32 rows read it.
 struct Projection {
   const Matrix& w;
+  const cpu::Q8Tiles* tiles;  // null: no int8 tiles
   const std::vector<float>& bias;
   float* y;
 };
 
-void project_all(CpuArithmetic arithmetic, std::initializer_list<Projection> outputs, const float* normed,
-                 const std::vector<float>& grouped, int groups, int T) {
-  bool shared = arithmetic == CpuArithmetic::kInt8 && !grouped.empty();
-  for (const Projection& o : outputs) shared = shared && !o.w.packed.empty();
+void project_all(std::initializer_list<Projection> outputs, const float* x, const std::vector<float>& norm,
+                 const ModelConfig& c, const std::vector<float>& grouped, int groups, int T) {
+  bool shared = !grouped.empty(), needs_normed = grouped.empty();
+  for (const Projection& o : outputs) {
+    shared = shared && o.tiles != nullptr && !o.w.packed.empty();
+    needs_normed = needs_normed || o.w.packed.empty();
+  }
   if (!shared) {
-    for (const Projection& o : outputs) project(arithmetic, o.w, o.bias, normed, grouped, groups, o.y, T);
+    std::vector<float> normed(needs_normed ? static_cast<size_t>(T) * c.dim : 0);
+    if (needs_normed) cpu::rms_norm(x, norm.data(), normed.data(), T, c.dim, c.rms_eps);
+    for (const Projection& o : outputs) project(o.tiles, o.w, o.bias, normed.data(), grouped, groups, o.y, T);
     return;
   }
-  std::vector<cpu::PackedProjection> packed;
-  for (const Projection& o : outputs) {
-    packed.push_back({&o.w.packed, bias_or_null(o.bias), o.y, static_cast<int>(o.w.rows)});
-  }
-  cpu::matmul_q8_shared(grouped.data(), groups, packed.data(), static_cast<int>(packed.size()), T,
-                        static_cast<int>(outputs.begin()->w.cols));
+  std::vector<cpu::Q8Projection> int8;
+  for (const Projection& o : outputs) int8.push_back({o.tiles, bias_or_null(o.bias), o.y});
+  cpu::matmul_q8_shared(grouped.data(), groups, int8.data(), static_cast<int>(int8.size()), T);
 }
 
 // y = x W^T for projections that read no norm (attention output, FFN down, logits).
-void project_plain(CpuArithmetic arithmetic, const Matrix& w, const float* x, float* y, int T,
+void project_plain(const cpu::Q8Tiles* tiles, const Matrix& w, const float* x, float* y, int T,
                    MatmulPath path = MatmulPath::kByTokens) {
-  if (use_packed(w, T, arithmetic, path)) {
-    matmul_encoded(arithmetic, x, 1, w.packed, nullptr, y, T, static_cast<int>(w.rows), static_cast<int>(w.cols));
+  if (use_packed(w, tiles, T, path)) {
+    matmul_encoded(tiles, x, 1, w.packed, nullptr, y, T, static_cast<int>(w.rows), static_cast<int>(w.cols));
   } else {
     cpu::matmul(x, w.data.data(), nullptr, y, T, static_cast<int>(w.rows), static_cast<int>(w.cols));
   }
@@ -100,6 +105,24 @@ CpuModel::CpuModel(const ModelWeights& weights, int max_positions, Communicator*
   rope_cos_.resize(n);
   rope_sin_.resize(n);
   cpu::rope_table_fill(weights.config, max_positions, rope_cos_.data(), rope_sin_.data());
+  if (arithmetic != CpuArithmetic::kInt8) return;
+  std::vector<const Matrix*> matrices = {&weights.output_matrix()};
+  for (const LayerWeights& l : weights.layers) {
+    for (const Matrix* m : {&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_out, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) {
+      matrices.push_back(m);
+    }
+  }
+  for (const Matrix* m : matrices) {
+    const int N = static_cast<int>(m->rows), K = static_cast<int>(m->cols);
+    if (!m->packed.empty() && cpu::matmul_q8_supported(m->packed, K)) {
+      q8_tiles_[&m->packed] = cpu::q8_tiles(m->packed, N, K);
+    }
+  }
+}
+
+const cpu::Q8Tiles* CpuModel::tiles(const Matrix& w) const {
+  const auto it = q8_tiles_.find(&w.packed);
+  return it == q8_tiles_.end() ? nullptr : &it->second;
 }
 
 void CpuModel::embed(const int32_t* tokens, int T, float* x) const {
@@ -112,11 +135,9 @@ void CpuModel::attention_block(const LayerWeights& layer, LayerCache& cache, int
   const ModelConfig& c = config();
   const int D = c.dim, Dh = c.head_dim, H = layer.n_heads, Hkv = layer.n_kv_heads;
   const int64_t kv_row = static_cast<int64_t>(Hkv) * Dh;
-  std::vector<float> xn(static_cast<size_t>(T) * D), q(static_cast<size_t>(T) * H * Dh),
-      attn(static_cast<size_t>(T) * H * Dh);
-  cpu::rms_norm(x, layer.attn_norm.data(), xn.data(), T, D, c.rms_eps);
+  std::vector<float> q(static_cast<size_t>(T) * H * Dh), attn(static_cast<size_t>(T) * H * Dh);
 
-  const std::vector<float> grouped = use_packed(layer.attn_q, T, arithmetic_)
+  const std::vector<float> grouped = use_packed(layer.attn_q, tiles(layer.attn_q), T)
                                          ? grouped_inputs(x, layer.attn_packed_gains, T, D, c.rms_eps)
                                          : std::vector<float>();
   const int groups = static_cast<int>(layer.attn_packed_gains.rows);
@@ -124,10 +145,10 @@ void CpuModel::attention_block(const LayerWeights& layer, LayerCache& cache, int
   // K and V go straight into the cache rows of positions [pos0, pos0+T).
   float* k = cache.k.data() + pos0 * kv_row;
   float* v = cache.v.data() + pos0 * kv_row;
-  project_all(arithmetic_,
-              {{layer.attn_q, layer.attn_q_bias, q.data()}, {layer.attn_k, layer.attn_k_bias, k},
-               {layer.attn_v, layer.attn_v_bias, v}},
-              xn.data(), grouped, groups, T);
+  project_all({{layer.attn_q, tiles(layer.attn_q), layer.attn_q_bias, q.data()},
+               {layer.attn_k, tiles(layer.attn_k), layer.attn_k_bias, k},
+               {layer.attn_v, tiles(layer.attn_v), layer.attn_v_bias, v}},
+              x, layer.attn_norm, c, grouped, groups, T);
   if (!layer.attn_q_norm.empty()) {
     cpu::rms_norm_heads(q.data(), layer.attn_q_norm.data.data(), T, H, Dh, c.rms_eps);
     cpu::rms_norm_heads(k, layer.attn_k_norm.data.data(), T, Hkv, Dh, c.rms_eps);
@@ -137,30 +158,30 @@ void CpuModel::attention_block(const LayerWeights& layer, LayerCache& cache, int
   cpu::rope(q.data(), T, H, pos0, table);
   cpu::rope(k, T, Hkv, pos0, table);
   cpu::attention_causal(q.data(), cache.k.data(), cache.v.data(), attn.data(), T, pos0, H, Hkv, Dh);
-  project_plain(arithmetic_, layer.attn_out, attn.data(), out, T);
+  project_plain(tiles(layer.attn_out), layer.attn_out, attn.data(), out, T);
 }
 
 void CpuModel::ffn_block(const LayerWeights& layer, const float* x, int T, float* out) const {
   const ModelConfig& c = config();
   const int D = c.dim, F = layer.ffn_dim;
-  std::vector<float> xn(static_cast<size_t>(T) * D), gate(static_cast<size_t>(T) * F), up(static_cast<size_t>(T) * F);
-  cpu::rms_norm(x, layer.ffn_norm.data(), xn.data(), T, D, c.rms_eps);
-  const std::vector<float> grouped = use_packed(layer.ffn_gate, T, arithmetic_)
+  std::vector<float> gate(static_cast<size_t>(T) * F), up(static_cast<size_t>(T) * F);
+  const std::vector<float> grouped = use_packed(layer.ffn_gate, tiles(layer.ffn_gate), T)
                                          ? grouped_inputs(x, layer.ffn_packed_gains, T, D, c.rms_eps)
                                          : std::vector<float>();
   const int groups = static_cast<int>(layer.ffn_packed_gains.rows);
   const std::vector<float> no_bias;
-  project_all(arithmetic_, {{layer.ffn_gate, no_bias, gate.data()}, {layer.ffn_up, no_bias, up.data()}}, xn.data(),
-              grouped, groups, T);
+  project_all({{layer.ffn_gate, tiles(layer.ffn_gate), no_bias, gate.data()},
+               {layer.ffn_up, tiles(layer.ffn_up), no_bias, up.data()}},
+              x, layer.ffn_norm, c, grouped, groups, T);
   cpu::silu_mul(gate.data(), up.data(), gate.data(), static_cast<int64_t>(T) * F);
-  project_plain(arithmetic_, layer.ffn_down, gate.data(), out, T);
+  project_plain(tiles(layer.ffn_down), layer.ffn_down, gate.data(), out, T);
 }
 
 void CpuModel::output_logits(const float* x, int T, float* logits) const {
   const ModelConfig& c = config();
   std::vector<float> xn(static_cast<size_t>(T) * c.dim);
   cpu::rms_norm(x, weights_.output_norm.data(), xn.data(), T, c.dim, c.rms_eps);
-  project_plain(arithmetic_, weights_.output_matrix(), xn.data(), logits, T);
+  project_plain(tiles(weights_.output_matrix()), weights_.output_matrix(), xn.data(), logits, T);
 }
 
 Status CpuModel::decode_batch(const int32_t* tokens, int B, KvCache* const* caches, std::vector<float>& logits) const {
@@ -185,16 +206,15 @@ Status CpuModel::decode_batch(const int32_t* tokens, int B, KvCache* const* cach
     const int64_t q_row = static_cast<int64_t>(H) * Dh, kv_row = static_cast<int64_t>(Hkv) * Dh;
 
     // Attention: the B rows share every projection; RoPE, the cache write and attention are per row.
-    std::vector<float> xn(n), q(B * q_row), k(B * kv_row), v(B * kv_row), attn(B * q_row);
-    cpu::rms_norm(x.data(), layer.attn_norm.data(), xn.data(), B, D, c.rms_eps);
-    std::vector<float> grouped = use_packed(layer.attn_q, B, arithmetic_, MatmulPath::kPacked)
+    std::vector<float> q(B * q_row), k(B * kv_row), v(B * kv_row), attn(B * q_row);
+    std::vector<float> grouped = use_packed(layer.attn_q, tiles(layer.attn_q), B, MatmulPath::kPacked)
                                      ? grouped_inputs(x.data(), layer.attn_packed_gains, B, D, c.rms_eps)
                                      : std::vector<float>();
     int groups = static_cast<int>(layer.attn_packed_gains.rows);
-    project_all(arithmetic_,
-                {{layer.attn_q, layer.attn_q_bias, q.data()}, {layer.attn_k, layer.attn_k_bias, k.data()},
-                 {layer.attn_v, layer.attn_v_bias, v.data()}},
-                xn.data(), grouped, groups, B);
+    project_all({{layer.attn_q, tiles(layer.attn_q), layer.attn_q_bias, q.data()},
+                 {layer.attn_k, tiles(layer.attn_k), layer.attn_k_bias, k.data()},
+                 {layer.attn_v, tiles(layer.attn_v), layer.attn_v_bias, v.data()}},
+                x.data(), layer.attn_norm, c, grouped, groups, B);
     if (!layer.attn_q_norm.empty()) {
       cpu::rms_norm_heads(q.data(), layer.attn_q_norm.data.data(), B, H, Dh, c.rms_eps);
       cpu::rms_norm_heads(k.data(), layer.attn_k_norm.data.data(), B, Hkv, Dh, c.rms_eps);
@@ -209,22 +229,22 @@ Status CpuModel::decode_batch(const int32_t* tokens, int B, KvCache* const* cach
       cpu::attention_causal(q.data() + b * q_row, cache.k.data(), cache.v.data(), attn.data() + b * q_row, 1, pos, H,
                             Hkv, Dh);
     }
-    project_plain(arithmetic_, layer.attn_out, attn.data(), block_out.data(), B, MatmulPath::kPacked);
+    project_plain(tiles(layer.attn_out), layer.attn_out, attn.data(), block_out.data(), B, MatmulPath::kPacked);
     if (comm_) DUET_TRY(comm_->all_reduce_sum(block_out.data(), n));
     cpu::add_inplace(x.data(), block_out.data(), n);
 
     // FFN over the B rows.
     std::vector<float> gate(static_cast<size_t>(B) * F), up(static_cast<size_t>(B) * F);
-    cpu::rms_norm(x.data(), layer.ffn_norm.data(), xn.data(), B, D, c.rms_eps);
-    grouped = use_packed(layer.ffn_gate, B, arithmetic_, MatmulPath::kPacked)
+    grouped = use_packed(layer.ffn_gate, tiles(layer.ffn_gate), B, MatmulPath::kPacked)
                   ? grouped_inputs(x.data(), layer.ffn_packed_gains, B, D, c.rms_eps)
                   : std::vector<float>();
     groups = static_cast<int>(layer.ffn_packed_gains.rows);
     const std::vector<float> no_bias;
-    project_all(arithmetic_, {{layer.ffn_gate, no_bias, gate.data()}, {layer.ffn_up, no_bias, up.data()}}, xn.data(),
-                grouped, groups, B);
+    project_all({{layer.ffn_gate, tiles(layer.ffn_gate), no_bias, gate.data()},
+                 {layer.ffn_up, tiles(layer.ffn_up), no_bias, up.data()}},
+                x.data(), layer.ffn_norm, c, grouped, groups, B);
     cpu::silu_mul(gate.data(), up.data(), gate.data(), static_cast<int64_t>(B) * F);
-    project_plain(arithmetic_, layer.ffn_down, gate.data(), block_out.data(), B, MatmulPath::kPacked);
+    project_plain(tiles(layer.ffn_down), layer.ffn_down, gate.data(), block_out.data(), B, MatmulPath::kPacked);
     if (comm_) DUET_TRY(comm_->all_reduce_sum(block_out.data(), n));
     cpu::add_inplace(x.data(), block_out.data(), n);
   }
@@ -236,7 +256,8 @@ Status CpuModel::decode_batch(const int32_t* tokens, int B, KvCache* const* cach
   logits.resize(static_cast<size_t>(B) * c.vocab_size);
   std::vector<float> xn(n);
   cpu::rms_norm(x.data(), weights_.output_norm.data(), xn.data(), B, D, c.rms_eps);
-  project_plain(arithmetic_, weights_.output_matrix(), xn.data(), logits.data(), B, MatmulPath::kPacked);
+  project_plain(tiles(weights_.output_matrix()), weights_.output_matrix(), xn.data(), logits.data(), B,
+                MatmulPath::kPacked);
   return ok_status();
 }
 

@@ -9,9 +9,11 @@
 #pragma once
 
 #include <cstdint>
+#include <unordered_map>
 #include <vector>
 
 #include "core/result.h"
+#include "kernels/ops.h"
 #include "model/weights.h"
 #include "parallel/communicator.h"
 #include "runtime/kv_cache.h"
@@ -24,7 +26,8 @@ enum class LogitsMode { Last, All };
 // kFloat32, the reference: float32 activations against the exactly decoded
 // weights (fused dot products for T <= 8 tokens, sgemm on the float32 rows
 // above). kInt8: every T goes through cpu::matmul_q8, activations rounded to
-// int8 per 32-block and integer dot products, as llama.cpp computes; logits
+// int8 per 32-block and integer dot products, as llama.cpp computes, on a
+// tiled copy of each encoded matrix made when the model is built; logits
 // move by ~1e-1 against kFloat32 (tests/smollm2_logits_test.cpp states the bound).
 // Float32 checkpoints and encodings without an int8 kernel run kFloat32 either way.
 enum class CpuArithmetic { kFloat32, kInt8 };
@@ -70,6 +73,9 @@ class CpuModel {
   int max_positions_;
   Communicator* comm_;  // null: one device, no collectives
   CpuArithmetic arithmetic_;
+  // kInt8: the tiled copy (cpu::q8_tiles) of every encoded matrix matmul_q8 supports, by its PackedRows.
+  std::unordered_map<const PackedRows*, cpu::Q8Tiles> q8_tiles_;
+  const cpu::Q8Tiles* tiles(const Matrix& w) const;
   std::vector<float> rope_cos_, rope_sin_;  // [max_positions, Dh/2]
 };
 

@@ -1,36 +1,35 @@
 // matmul_q8: weights in Q4_0/Q4_1/Q8_0 blocks times activations quantized to
 // 8 bits per 32-element block (llama.cpp's Q8_1: q = round(x / d), d =
 // max|x| / 127), with the block dot products in integers (AVX-512 VNNI
-// vpdpbusd: 64 byte products per instruction). This is the arithmetic
-// llama.cpp uses on the CPU; it does less work per weight than the float32
-// fused path (matmul_packed.cpp), and the activations' rounding (relative
-// error <= 1/254 of a block's largest value) is the price: tests state the
-// tolerance against the float32 path.
+// vpdpbusd). This is the arithmetic llama.cpp uses on the CPU; the
+// activations' rounding (relative error <= 1/254 of a block's largest value)
+// is the price: tests state the tolerance against the float32 path.
 //
-// Blocks are processed in pairs: one 512-bit register holds 64 weights. A
-// 4-bit block's byte j holds element j (low nibble) and j+16 (high nibble),
-// so the unpacked pair is [b0 0..15 | b1 0..15 | b0 16..31 | b1 16..31]; the
-// activations are stored in that same order, which the unpacking gives for
-// free. Q8_0 pairs keep the natural order. A block's integer sum lands in 8
-// of the 16 int32 lanes (kSecondBlockLanes marks the second block's), and is
-// scaled there by d_w * d_x before the float accumulation. The min term of
-// Q4_1 (m * sum_j x_j) and the -8 of Q4_0 use d_x * sum(q_x), kept per block.
+// Weights are repacked once (q8_tiles, cached by the caller) into tiles of 16
+// rows: per 32-block, for each 4-element step s, one 64-byte register holds
+// the 4 quants of all 16 rows (row r in int32 lane r). One vpdpbusd with the
+// 4 activations of step s broadcast to all lanes then adds 64 products into
+// the 16 rows' integer sums, so a block of 16 rows costs 8 vpdpbusd, one
+// conversion, one multiply by d_x and one FMA by the rows' d_w per input, and
+// the result is 16 adjacent outputs with no horizontal sums. The row-pair
+// layout this replaced spent four instructions per 64 products per input
+// (~33 GMAC/s per core for T > 1, about float32 sgemm's instruction count).
 //
-// T = 1 (decode) streams each row once through a fused loop; T > 1 unpacks a
-// row into a thread-local buffer once and dots it with every input, four at a
-// time (prefill, scoring). Each input's result is the same arithmetic for any
-// T, so a sequence's output does not depend on the batch it runs in.
-// matmul_q8_shared runs the projections of one input (Q, K, V; gate, up) as
-// one: the input is quantized once and all their rows share one parallel
-// region, which halves a decode step's thread wake-ups.
+// vpdpbusd multiplies unsigned by signed bytes: the weights are the unsigned
+// side (Q4: 0..15; Q8_0 stored as q + 128) and the zero point z (Q4_0: 8,
+// Q8_0: 128) is taken out in integers by starting the block's sum at
+// -z * sum(q_x), so the int32 sum is exactly sum (w - z) q_x. Q4_1's min adds
+// m * d_x * sum(q_x) in float. Each input's rows accumulate over the blocks in
+// the same order whatever T is and wherever the input sits in a call, so a
+// sequence's output does not depend on the batch it runs in (bit for bit).
 #include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <vector>
 
+#include "core/check.h"
 #include "kernels/ops.h"
 
 // GCC 12's AVX-512 headers build their casts from a deliberately undefined
@@ -40,233 +39,27 @@
 namespace duet::cpu {
 namespace {
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
-
 constexpr int kBlock = 32;
+constexpr int kTileRows = Q8Tiles::kRows;
 
-// The lanes of a pair's dot product that belong to its second block.
-__mmask16 second_block_lanes(DType type) { return type == DType::Q8_0 ? 0xFF00 : 0xF0F0; }
-
-struct BlockLayout {
-  int64_t block_bytes;  // bytes of one block
-  int64_t quant_offset; // where the 16 (or 32) quant bytes start in a block
-};
-
-BlockLayout layout_of(DType type) {
+// Bytes of one 16-row block in the tiled layout: quants, then f16 d[16], then (Q4_1) f16 m[16].
+int64_t tile_block_bytes(DType type) {
   switch (type) {
-    case DType::Q4_1: return {20, 4};  // { f16 d; f16 m; u8 qs[16] }: y = q d + m
-    case DType::Q4_0: return {18, 2};  // { f16 d; u8 qs[16] }: y = (q - 8) d
-    default: return {34, 2};           // Q8_0 { f16 d; i8 qs[32] }: y = q d
+    case DType::Q4_1: return 256 + 32 + 32;
+    case DType::Q4_0: return 256 + 32;
+    default: return 512 + 32;  // Q8_0
   }
 }
 
-// Inputs [I, K] quantized for one weight type, per 64-element pair p:
-//   q     [I, K]           int8 in the pair order of the type
-//   scale [I, K/64, 16]    d_x of the block each int32 lane belongs to
-//   extra [I, K/64, 4]     lanes that multiply [d_0, m_0, d_1, m_1] of the weight pair into its offset term
-struct QuantizedInputs {
-  std::vector<int8_t> q;
-  std::vector<float> scale, extra;
-};
-
-void quantize_inputs(const float* x, int64_t inputs, int K, DType type, QuantizedInputs& out) {
-  const int64_t pairs = K / 64;
-  out.q.resize(static_cast<size_t>(inputs * K));
-  out.scale.resize(static_cast<size_t>(inputs * pairs * 16));
-  out.extra.resize(static_cast<size_t>(inputs * pairs * 4));
-  const __mmask16 second = second_block_lanes(type);
-  for (int64_t i = 0; i < inputs; ++i) {
-    for (int64_t p = 0; p < pairs; ++p) {
-      const float* src = x + i * K + p * 64;
-      int8_t* q = out.q.data() + i * K + p * 64;
-      float d[2], s[2];
-      for (int b = 0; b < 2; ++b) {
-        const __m512 lo = _mm512_loadu_ps(src + b * kBlock), hi = _mm512_loadu_ps(src + b * kBlock + 16);
-        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
-        d[b] = amax / 127.0f;
-        const __m512 inv = _mm512_set1_ps(amax > 0 ? 127.0f / amax : 0.0f);
-        const __m512i qlo = _mm512_cvtps_epi32(_mm512_mul_ps(lo, inv));  // round to nearest even
-        const __m512i qhi = _mm512_cvtps_epi32(_mm512_mul_ps(hi, inv));
-        s[b] = d[b] * static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi)));
-        const __m128i blo = _mm512_cvtsepi32_epi8(qlo), bhi = _mm512_cvtsepi32_epi8(qhi);
-        if (type == DType::Q8_0) {  // natural order: [b0 0..31 | b1 0..31]
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(q + b * kBlock), blo);
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(q + b * kBlock + 16), bhi);
-        } else {  // [b0 0..15 | b1 0..15 | b0 16..31 | b1 16..31]
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(q + b * 16), blo);
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 + b * 16), bhi);
-        }
-      }
-      _mm512_storeu_ps(out.scale.data() + (i * pairs + p) * 16,
-                       _mm512_mask_blend_ps(second, _mm512_set1_ps(d[0]), _mm512_set1_ps(d[1])));
-      float* e = out.extra.data() + (i * pairs + p) * 4;
-      if (type == DType::Q4_1) {  // + m * d_x * sum(q_x)
-        e[0] = 0, e[1] = s[0], e[2] = 0, e[3] = s[1];
-      } else if (type == DType::Q4_0) {  // - 8 d * d_x * sum(q_x)
-        e[0] = -8 * s[0], e[1] = 0, e[2] = -8 * s[1], e[3] = 0;
-      } else {
-        e[0] = e[1] = e[2] = e[3] = 0;
-      }
-    }
-  }
-}
-
-// One weight pair unpacked: w the 64 quants as unsigned bytes (Q8_0: |q|, with
-// `negative` marking the lanes whose sign moves to the input), dw the lane
-// scales, dm = [d_0, m_0, d_1, m_1] (m = 0 where the type has none).
-struct WeightPair {
-  __m512i w;
-  __mmask64 negative;
-  __m512 dw;
-  __m128 dm;
-};
-
-inline uint32_t load_u16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
-
-inline uint32_t load_u32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-
-// Pair p of `row` (blocks 2p, 2p+1).
-inline WeightPair unpack_pair(DType type, const uint8_t* row, int64_t p, __m512i lane_block) {
-  const BlockLayout l = layout_of(type);
-  const uint8_t* b0 = row + 2 * p * l.block_bytes;
-  const uint8_t* b1 = b0 + l.block_bytes;
-  WeightPair out;
-  // Halves [d_0, m_0, d_1, m_1] (Q4_0/Q8_0: m halves are 0).
-  const __m128i halves = type == DType::Q4_1
-                             ? _mm_set_epi32(0, 0, static_cast<int>(load_u32(b1)), static_cast<int>(load_u32(b0)))
-                             : _mm_set_epi32(0, 0, static_cast<int>(load_u16(b1)), static_cast<int>(load_u16(b0)));
-  out.dm = _mm_cvtph_ps(halves);
-  out.dw = _mm512_permutexvar_ps(lane_block, _mm512_zextps128_ps512(out.dm));
-  if (type == DType::Q8_0) {
-    const __m256i q0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + l.quant_offset));
-    const __m256i q1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b1 + l.quant_offset));
-    const __m512i q = _mm512_inserti64x4(_mm512_zextsi256_si512(q0), q1, 1);
-    out.negative = _mm512_movepi8_mask(q);
-    out.w = _mm512_abs_epi8(q);
-  } else {
-    const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + l.quant_offset));
-    const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b1 + l.quant_offset));
-    const __m256i bytes = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
-    const __m256i mask = _mm256_set1_epi8(0x0F);
-    const __m256i lo = _mm256_and_si256(bytes, mask), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask);
-    out.w = _mm512_inserti64x4(_mm512_zextsi256_si512(lo), hi, 1);
-    out.negative = 0;
-  }
-  return out;
-}
-
-// acc += (w . q_x per block) * d_w * d_x over one pair; off += dm * extra.
-inline void dot_pair(const WeightPair& wp, const int8_t* xq, const float* xscale, const float* xextra, __m512& acc,
-                     __m128& off) {
-  __m512i xv = _mm512_loadu_si512(xq);
-  if (wp.negative) xv = _mm512_mask_sub_epi8(xv, wp.negative, _mm512_setzero_si512(), xv);
-  const __m512i dots = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wp.w, xv);
-  const __m512 scale = _mm512_mul_ps(wp.dw, _mm512_loadu_ps(xscale));
-  acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), scale, acc);
-  off = _mm_fmadd_ps(wp.dm, _mm_loadu_ps(xextra), off);
-}
-
-inline float horizontal_sum(__m512 acc, __m128 off) {
-  const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(acc), _mm512_extractf32x8_ps(acc, 1));
-  const __m128 b = _mm_add_ps(_mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1)), off);
-  const __m128 s = _mm_add_ps(b, _mm_movehl_ps(b, b));
-  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
-
-// Row n of y for inputs first..first+kInputs-1, from the row's unpacked pairs. kInputs independent
-// accumulators hide the FMA latency and share each weight load; every input sees the same sums as alone.
-template <int kInputs>
-void dot_inputs(const WeightPair* unpacked, int64_t pairs, const QuantizedInputs& qx, int64_t first, int K,
-                float* const* out) {
-  __m512 acc[kInputs];
-  __m128 off[kInputs];
-  for (int i = 0; i < kInputs; ++i) acc[i] = _mm512_setzero_ps(), off[i] = _mm_setzero_ps();
-  for (int64_t p = 0; p < pairs; ++p) {
-    const WeightPair wp = unpacked[p];
-    for (int i = 0; i < kInputs; ++i) {
-      const int64_t input = first + i;
-      dot_pair(wp, qx.q.data() + input * K + p * 64, qx.scale.data() + (input * pairs + p) * 16,
-               qx.extra.data() + (input * pairs + p) * 4, acc[i], off[i]);
-    }
-  }
-  for (int i = 0; i < kInputs; ++i) *out[i] = horizontal_sum(acc[i], off[i]);
-}
-
-// Int8 GEMVs of a few hundred thousand weights take tens of microseconds:
-// enough to pay for waking a second thread. Rows go out in dynamic chunks, so a
-// thread that the OS preempts (other processes on few cores) delays a region
-// by one chunk, not by its whole static share.
-constexpr int64_t kParallelMinWeights = int64_t(1) << 17;
-constexpr int kRowsPerChunk = 16;
-
-// Row n of projection `w` against its group's inputs.
-void project_row(const PackedProjection& w, int n, int G, int T, int K, const QuantizedInputs& qx, __m512i lane_block,
-                 std::vector<WeightPair>& unpacked) {
-  const int64_t pairs = K / 64, g = n / (w.N / G);
-  const uint8_t* row = w.w->bytes.data() + static_cast<int64_t>(n) * w.w->row_bytes;
-  const float bias = w.bias ? w.bias[n] : 0.0f;
-  if (T == 1) {  // stream the row once: no unpacked copy
-    __m512 acc = _mm512_setzero_ps();
-    __m128 off = _mm_setzero_ps();
-    const int8_t* xq = qx.q.data() + g * K;
-    const float* xs = qx.scale.data() + g * pairs * 16;
-    const float* xe = qx.extra.data() + g * pairs * 4;
-    for (int64_t p = 0; p < pairs; ++p) {
-      dot_pair(unpack_pair(w.w->type, row, p, lane_block), xq + p * 64, xs + p * 16, xe + p * 4, acc, off);
-    }
-    w.y[n] = horizontal_sum(acc, off) + bias;
-    return;
-  }
-  for (int64_t p = 0; p < pairs; ++p) unpacked[p] = unpack_pair(w.w->type, row, p, lane_block);
-  float* out[4];
-  int t = 0;
-  for (; t + 4 <= T; t += 4) {
-    for (int i = 0; i < 4; ++i) out[i] = w.y + static_cast<int64_t>(t + i) * w.N + n;
-    dot_inputs<4>(unpacked.data(), pairs, qx, g * T + t, K, out);
-  }
-  for (; t < T; ++t) {
-    out[0] = w.y + static_cast<int64_t>(t) * w.N + n;
-    dot_inputs<1>(unpacked.data(), pairs, qx, g * T + t, K, out);
-  }
-  for (int u = 0; u < T; ++u) w.y[static_cast<int64_t>(u) * w.N + n] += bias;
-}
-
-void matmul_q8_vnni(const float* x, int G, const PackedProjection* projections, int count, int T, int K) {
-  const DType type = projections[0].w->type;
-  QuantizedInputs qx;
-  quantize_inputs(x, static_cast<int64_t>(G) * T, K, type, qx);
-  const __m512i lane_block =
-      _mm512_mask_blend_epi32(second_block_lanes(type), _mm512_setzero_si512(), _mm512_set1_epi32(2));
-  int total = 0;
-  for (int i = 0; i < count; ++i) total += projections[i].N;
-  const bool parallel = int64_t(total) * K * T >= kParallelMinWeights;
-#pragma omp parallel if (parallel)
-  {
-    std::vector<WeightPair> unpacked(static_cast<size_t>(T > 1 ? K / 64 : 0));
-#pragma omp for schedule(dynamic, kRowsPerChunk)
-    for (int r = 0; r < total; ++r) {
-      int i = 0, n = r;
-      while (n >= projections[i].N) n -= projections[i++].N;
-      project_row(projections[i], n, G, T, K, qx, lane_block, unpacked);
-    }
-  }
-}
-
-#endif
+// Source block encodings: { f16 d; [f16 m;] quants }.
+int64_t source_block_bytes(DType type) { return type == DType::Q4_1 ? 20 : type == DType::Q4_0 ? 18 : 34; }
+int64_t source_quant_offset(DType type) { return type == DType::Q4_1 ? 4 : 2; }
 
 }  // namespace
 
 bool matmul_q8_supported(const PackedRows& w, int K) {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
-  return (w.type == DType::Q4_0 || w.type == DType::Q4_1 || w.type == DType::Q8_0) && K % 64 == 0;
+  return (w.type == DType::Q4_0 || w.type == DType::Q4_1 || w.type == DType::Q8_0) && K % kBlock == 0;
 #else
   (void)w;
   (void)K;
@@ -274,28 +67,242 @@ bool matmul_q8_supported(const PackedRows& w, int K) {
 #endif
 }
 
-void matmul_q8_shared(const float* x, int G, const PackedProjection* projections, int count, int T, int K) {
-  bool together = true;
-  for (int i = 0; i < count; ++i) {
-    const PackedRows& w = *projections[i].w;
-    together = together && matmul_q8_supported(w, K) && w.type == projections[0].w->type;
+// Tile layout, per tile of 16 rows (the last one padded with zero rows) and per 32-block b:
+//   Q4_0/Q4_1: 4 groups j of 64 bytes; byte 4r + c of group j is the source's quant byte 4j + c of row r
+//              (low nibble: element 4j + c, step j; high nibble: element 16 + 4j + c, step 4 + j)
+//   Q8_0:      8 steps s of 64 bytes; byte 4r + c of step s is q[r][4s + c] + 128
+//   then f16 d[16] and, for Q4_1, f16 m[16].
+Q8Tiles q8_tiles(const PackedRows& w, int N, int K) {
+  DUET_CHECK(w.type == DType::Q4_0 || w.type == DType::Q4_1 || w.type == DType::Q8_0);
+  DUET_CHECK(K % kBlock == 0);
+  Q8Tiles out;
+  out.type = w.type;
+  out.N = N;
+  out.K = K;
+  const int64_t blocks = K / kBlock, tiles = (N + kTileRows - 1) / kTileRows;
+  const int64_t tb = tile_block_bytes(w.type), sb = source_block_bytes(w.type), qo = source_quant_offset(w.type);
+  out.bytes.assign(static_cast<size_t>(tiles * blocks * tb), 0);
+#pragma omp parallel for schedule(static)
+  for (int64_t tile = 0; tile < tiles; ++tile) {
+    for (int r = 0; r < kTileRows && tile * kTileRows + r < N; ++r) {
+      const uint8_t* row = w.bytes.data() + (tile * kTileRows + r) * w.row_bytes;
+      for (int64_t b = 0; b < blocks; ++b) {
+        const uint8_t* src = row + b * sb;
+        uint8_t* dst = out.bytes.data() + (tile * blocks + b) * tb;
+        if (w.type == DType::Q8_0) {
+          for (int k = 0; k < kBlock; ++k) dst[(k / 4) * 64 + 4 * r + k % 4] = static_cast<uint8_t>(src[qo + k] ^ 0x80);
+          std::memcpy(dst + 512 + 2 * r, src, 2);
+        } else {
+          for (int m = 0; m < 16; ++m) dst[(m / 4) * 64 + 4 * r + m % 4] = src[qo + m];
+          std::memcpy(dst + 256 + 2 * r, src, 2);
+          if (w.type == DType::Q4_1) std::memcpy(dst + 288 + 2 * r, src + 2, 2);
+        }
+      }
+    }
   }
+  return out;
+}
+
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
-  if (together) return matmul_q8_vnni(x, G, projections, count, T, K);
-#endif
-  for (int i = 0; i < count; ++i) {
-    const PackedProjection& p = projections[i];
-    if (matmul_q8_supported(*p.w, K)) {
-      matmul_q8_shared(x, G, &p, 1, T, K);
+namespace {
+
+// Inputs [I, K] quantized per 32-block b (I = G*T inputs):
+//   q      [I, K]       int8, natural order
+//   d      [I, K/32]    d_x
+//   start8, start128 [I, K/32]  -8 * sum(q_x), -128 * sum(q_x): the zero point's share of a block's sum
+//   sum    [I, K/32]    d_x * sum(q_x) (Q4_1's min term)
+struct QuantizedInputs {
+  std::vector<int8_t> q;
+  std::vector<float> d, sum;
+  std::vector<int32_t> start8, start128;
+};
+
+void resize_inputs(int64_t inputs, int K, QuantizedInputs& out) {
+  const size_t blocks = static_cast<size_t>(inputs * (K / kBlock));
+  out.q.resize(static_cast<size_t>(inputs * K));
+  for (auto* v : {&out.d, &out.sum}) v->resize(blocks);
+  for (auto* v : {&out.start8, &out.start128}) v->resize(blocks);
+}
+
+// Blocks [begin, end) of x (as [I * K/32, 32]) into `out` (sized by resize_inputs).
+void quantize_blocks(const float* x, int64_t begin, int64_t end, QuantizedInputs& out) {
+  for (int64_t i = begin; i < end; ++i) {
+    const float* src = x + i * kBlock;
+    const __m512 lo = _mm512_loadu_ps(src), hi = _mm512_loadu_ps(src + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+    const __m512 inv = _mm512_set1_ps(amax > 0 ? 127.0f / amax : 0.0f);
+    const __m512i qlo = _mm512_cvtps_epi32(_mm512_mul_ps(lo, inv));  // round to nearest even
+    const __m512i qhi = _mm512_cvtps_epi32(_mm512_mul_ps(hi, inv));
+    const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out.q.data() + i * kBlock), _mm512_cvtsepi32_epi8(qlo));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out.q.data() + i * kBlock + 16), _mm512_cvtsepi32_epi8(qhi));
+    out.d[i] = amax / 127.0f;
+    out.sum[i] = out.d[i] * static_cast<float>(sum);
+    out.start8[i] = -8 * sum;
+    out.start128[i] = -128 * sum;
+  }
+}
+
+inline __m512i broadcast_u32(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+// Decode streams every weight once from memory (the model does not fit the core's L2), and the hardware
+// prefetcher alone left the int8 decode waiting on loads: asking for each block 16 KiB ahead raised SmolLM2-135M's
+// decode from ~87 to ~130 tok/s at 1 thread and ~150 to ~200 at 2 (alternating runs, 4 and 8 KiB in between,
+// scoring 5-10% faster). A prefetch past the end of the weights is harmless: prefetches never fault.
+constexpr int64_t kPrefetchBytes = 16384;
+
+// acc[i] (16 rows of one tile) += the tile's rows dotted with inputs first..first+kInputs-1.
+// Inputs below 4 split each block's integer sum into two chains: vpdpbusd's latency, not its
+// throughput, would otherwise bound one input; integer sums are exact, so the split changes no bits.
+template <DType kType, int kInputs>
+void tile_dot(const uint8_t* tile, int64_t blocks, const QuantizedInputs& qx, int64_t first, __m512* acc) {
+  constexpr int64_t kBytes = kType == DType::Q4_1 ? 320 : kType == DType::Q4_0 ? 288 : 544;
+  constexpr int64_t kQuantBytes = kType == DType::Q8_0 ? 512 : 256;
+  constexpr int kChains = kInputs < 4 ? 2 : 1;
+  const int32_t* start = kType == DType::Q8_0 ? qx.start128.data() : qx.start8.data();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* blk = tile + b * kBytes;
+    for (int64_t line = 0; line < kBytes; line += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + line), _MM_HINT_T0);
+    }
+    __m512i w[8];
+    if constexpr (kType == DType::Q8_0) {
+      for (int s = 0; s < 8; ++s) w[s] = _mm512_loadu_si512(blk + 64 * s);
     } else {
-      matmul_packed(x, G, *p.w, p.bias, p.y, T, p.N, K);
+      const __m512i mask = _mm512_set1_epi8(0x0F);
+      for (int j = 0; j < 4; ++j) {
+        const __m512i v = _mm512_loadu_si512(blk + 64 * j);
+        w[j] = _mm512_and_si512(v, mask);
+        w[j + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+      }
+    }
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQuantBytes)));
+    __m512 mw = _mm512_setzero_ps();
+    if constexpr (kType == DType::Q4_1) {
+      mw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQuantBytes + 32)));
+    }
+    for (int i = 0; i < kInputs; ++i) {
+      const int64_t ib = (first + i) * blocks + b;
+      const int8_t* xq = qx.q.data() + ib * kBlock;
+      __m512i isum[kChains];
+      isum[0] = kType == DType::Q4_1 ? _mm512_setzero_si512() : _mm512_set1_epi32(start[ib]);
+      if constexpr (kChains == 2) isum[1] = _mm512_setzero_si512();
+      for (int s = 0; s < 8; ++s) {
+        isum[s % kChains] = _mm512_dpbusd_epi32(isum[s % kChains], w[s], broadcast_u32(xq + 4 * s));
+      }
+      if constexpr (kChains == 2) isum[0] = _mm512_add_epi32(isum[0], isum[1]);
+      const __m512 scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(isum[0]), _mm512_set1_ps(qx.d[ib]));
+      acc[i] = _mm512_fmadd_ps(scaled, dw, acc[i]);
+      if constexpr (kType == DType::Q4_1) acc[i] = _mm512_fmadd_ps(mw, _mm512_set1_ps(qx.sum[ib]), acc[i]);
     }
   }
 }
 
-void matmul_q8(const float* x, int G, const PackedRows& w, const float* bias, float* y, int T, int N, int K) {
-  const PackedProjection projection{&w, bias, y, N};
-  matmul_q8_shared(x, G, &projection, 1, T, K);
+// Enough inputs per weight tile to hide vpdpbusd's latency and reuse each unpacked block 8 times,
+// few enough that 8 weight registers, 8 accumulators and the sums fit the 32 vector registers.
+constexpr int kMaxInputs = 8;
+
+// y[t, n0..n0+16) for every t of the rows of tile `tile` that belong to row group `group` (input group `group`).
+template <DType kType>
+void tile_rows(const Q8Tiles& w, int64_t tile, int group, int G, int T, const QuantizedInputs& qx, const float* bias,
+               float* y) {
+  const int64_t blocks = w.K / kBlock;
+  const uint8_t* tile_bytes = w.bytes.data() + tile * blocks * tile_block_bytes(kType);
+  const int n0 = static_cast<int>(tile) * kTileRows, per_group = w.N / G;
+  // Lanes of this tile that are rows of `group` (and not padding).
+  const int lo = std::max(n0, group * per_group), hi = std::min({n0 + kTileRows, (group + 1) * per_group, w.N});
+  const __mmask16 lanes = static_cast<__mmask16>(((1u << (hi - n0)) - 1) & ~((1u << (lo - n0)) - 1));
+  const __m512 b = bias ? _mm512_maskz_loadu_ps(lanes, bias + n0) : _mm512_setzero_ps();
+  for (int t = 0; t < T; t += kMaxInputs) {
+    const int count = std::min(kMaxInputs, T - t);
+    __m512 acc[kMaxInputs];
+    for (int i = 0; i < count; ++i) acc[i] = _mm512_setzero_ps();
+    const int64_t first = static_cast<int64_t>(group) * T + t;
+    switch (count) {
+      case 1: tile_dot<kType, 1>(tile_bytes, blocks, qx, first, acc); break;
+      case 2: tile_dot<kType, 2>(tile_bytes, blocks, qx, first, acc); break;
+      case 3: tile_dot<kType, 3>(tile_bytes, blocks, qx, first, acc); break;
+      case 4: tile_dot<kType, 4>(tile_bytes, blocks, qx, first, acc); break;
+      case 5: tile_dot<kType, 5>(tile_bytes, blocks, qx, first, acc); break;
+      case 6: tile_dot<kType, 6>(tile_bytes, blocks, qx, first, acc); break;
+      case 7: tile_dot<kType, 7>(tile_bytes, blocks, qx, first, acc); break;
+      default: tile_dot<kType, 8>(tile_bytes, blocks, qx, first, acc); break;
+    }
+    for (int i = 0; i < count; ++i) {
+      _mm512_mask_storeu_ps(y + static_cast<int64_t>(t + i) * w.N + n0, lanes, _mm512_add_ps(acc[i], b));
+    }
+  }
+}
+
+void project_tile(const Q8Projection& p, int64_t tile, int G, int T, const QuantizedInputs& qx) {
+  const int per_group = p.w->N / G;
+  const int n0 = static_cast<int>(tile) * kTileRows, n1 = std::min(n0 + kTileRows, p.w->N) - 1;
+  // A tile whose rows span two row groups runs once per group (LP wide layers with N/G % 16 != 0).
+  for (int g = n0 / per_group; g <= n1 / per_group; ++g) {
+    switch (p.w->type) {
+      case DType::Q4_1: tile_rows<DType::Q4_1>(*p.w, tile, g, G, T, qx, p.bias, p.y); break;
+      case DType::Q4_0: tile_rows<DType::Q4_0>(*p.w, tile, g, G, T, qx, p.bias, p.y); break;
+      default: tile_rows<DType::Q8_0>(*p.w, tile, g, G, T, qx, p.bias, p.y); break;
+    }
+  }
+}
+
+// Int8 GEMVs of a few hundred thousand weights take tens of microseconds:
+// enough to pay for waking a second thread. Tiles go out one at a time
+// (dynamic), so a thread that the OS preempts (other processes on few cores)
+// delays a region by one tile, not by its whole static share.
+constexpr int64_t kParallelMinWeights = int64_t(1) << 17;
+// Blocks quantized per step of the shared loop (one cache line of int8 out per 2 blocks).
+constexpr int64_t kQuantizeChunk = 64;
+
+}  // namespace
+#endif
+
+void matmul_q8_shared(const float* x, int G, const Q8Projection* projections, int count, int T) {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+  const int K = projections[0].w->K;
+  for (int i = 0; i < count; ++i) DUET_CHECK(projections[i].w->K == K);
+  QuantizedInputs qx;
+  const int64_t blocks = static_cast<int64_t>(G) * T * (K / kBlock);
+  resize_inputs(static_cast<int64_t>(G) * T, K, qx);
+  // A decode step's few blocks are quantized before the region (a split would cost a barrier);
+  // scoring's and prefill's inside it, by both threads.
+  const bool quantize_in_region = T >= 4;
+  if (!quantize_in_region) quantize_blocks(x, 0, blocks, qx);
+  std::vector<int64_t> first_tile(count + 1, 0);  // projection i owns tiles [first_tile[i], first_tile[i+1])
+  int64_t weights = 0;
+  for (int i = 0; i < count; ++i) {
+    first_tile[i + 1] = first_tile[i] + (projections[i].w->N + kTileRows - 1) / kTileRows;
+    weights += static_cast<int64_t>(projections[i].w->N) * K;
+  }
+#pragma omp parallel if (weights * T >= kParallelMinWeights)
+  {
+    if (quantize_in_region) {
+#pragma omp for schedule(static)
+      for (int64_t b = 0; b < blocks; b += kQuantizeChunk) {
+        quantize_blocks(x, b, std::min(blocks, b + kQuantizeChunk), qx);
+      }
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t r = 0; r < first_tile[count]; ++r) {
+      int i = 0;
+      while (r >= first_tile[i + 1]) ++i;
+      project_tile(projections[i], r - first_tile[i], G, T, qx);
+    }
+  }
+#else
+  (void)x, (void)G, (void)projections, (void)count, (void)T;
+  DUET_CHECK(!"matmul_q8 needs AVX-512 VNNI (matmul_q8_supported)");
+#endif
+}
+
+void matmul_q8(const float* x, int G, const Q8Tiles& w, const float* bias, float* y, int T) {
+  const Q8Projection projection{&w, bias, y};
+  matmul_q8_shared(x, G, &projection, 1, T);
 }
 
 }  // namespace duet::cpu
