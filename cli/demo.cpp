@@ -55,6 +55,7 @@ struct DemoOptions {
   std::string model = kDefaultModel;
   std::string device = "cpu";
   int threads = 0;
+  std::string cpu_math = "int8";  // what `duet run` uses by default, so the speeds are the ones a user gets
   std::vector<std::string> plans = {"plans/smollm2_135m_contiguous_2.txt", "plans/smollm2_135m_contiguous_4.txt"};
   std::string aggressive = "plans/smollm2_135m_searched_8.txt";
   std::string healed = "models/healed_*.gguf";
@@ -104,7 +105,8 @@ void measure(Entry& e, const ModelWeights& weights, const Tokenizer& tokenizer, 
              const DemoOptions& o) {
   std::fprintf(stderr, "demo: running %s (depth %d)...\n", e.name.c_str(), weights.depth());
   e.depth = weights.depth();
-  auto decoder = value_or_fail(make_decoder(weights, o.device, in.capacity));
+  const CpuArithmetic arithmetic = o.cpu_math == "float32" ? CpuArithmetic::kFloat32 : CpuArithmetic::kInt8;
+  auto decoder = value_or_fail(make_decoder(weights, o.device, in.capacity, 1, arithmetic));
 
   PerplexityOptions ppl_options;
   ppl_options.context = ppl_options.stride = static_cast<int>(in.text.size());
@@ -204,7 +206,7 @@ void run(const DemoOptions& o) {
   std::printf("\nduet demo: %s on %s", base.path.c_str(), o.device.c_str());
   if (o.device == "cpu") {
     const int threads = omp_get_max_threads();
-    std::printf(", %d thread%s", threads, threads == 1 ? "" : "s");
+    std::printf(", %d thread%s, %s arithmetic", threads, threads == 1 ? "" : "s", o.cpu_math.c_str());
   }
   std::printf("\n\n");
   print_table(entries);
@@ -236,6 +238,10 @@ void add_demo_command(CLI::App& app) {
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   cmd->add_option("-t,--threads", options->threads, "CPU threads (default: all cores)");
+  cmd->add_option("--cpu-math", options->cpu_math,
+                  "CPU products with quantized weights: int8 (as llama.cpp) or float32 (the exact reference)")
+      ->check(CLI::IsMember({"int8", "float32"}))
+      ->capture_default_str();
   cmd->add_option("--plans", options->plans, "recommended LP plan files, comma-separated")
       ->delimiter(',')
       ->capture_default_str();
