@@ -344,8 +344,9 @@ void give_q4_1_rows(Matrix& m, std::mt19937& rng) {
 
 }  // namespace
 
-ModelWeights with_q4_1_rows(ModelWeights w) {
+ModelWeights with_q4_1_rows(ModelWeights w, bool output_too) {
   std::mt19937 rng(99);
+  if (output_too) give_q4_1_rows(w.output.empty() ? w.token_embd : w.output, rng);
   for (LayerWeights& l : w.layers) {
     for (Matrix* m : {&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_out, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) give_q4_1_rows(*m, rng);
     l.attn_packed_gains = Matrix{1, w.config.dim, l.attn_norm, {}};

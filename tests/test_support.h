@@ -36,8 +36,9 @@ std::string write_gguf_checkpoint(const ModelWeights& weights, const std::string
 
 // Every projection given random Q4_1 rows (PackedRows, as a quantized GGUF
 // loads) with its float32 rows set to their decoded values; needs every
-// projection's input width to be a multiple of 32.
-ModelWeights with_q4_1_rows(ModelWeights weights);
+// projection's input width to be a multiple of 32. output_too: the output
+// matrix (the embedding when tied) as well.
+ModelWeights with_q4_1_rows(ModelWeights weights, bool output_too = false);
 
 // The weights as the CUDA backend stores them: every matrix rounded to bf16
 // (and encoded rows dropped, so the CPU reference reads the rounded values).
