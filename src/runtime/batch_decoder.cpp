@@ -5,8 +5,9 @@ namespace duet {
 Status BatchDecoder::decode_top(const int32_t* slot_ids, const int32_t* tokens, int B, const int32_t* top,
                                 DecodeSelection& out) {
   DUET_TRY(decode(slot_ids, tokens, B, out.rows));
-  out.values.resize(static_cast<size_t>(B) * kMaxTopCandidates);
-  out.ids.resize(out.values.size());
+  const size_t candidates = static_cast<size_t>(B) * kMaxTopCandidates;
+  if (out.values.size() < candidates) out.values.resize(candidates);
+  if (out.ids.size() < candidates) out.ids.resize(candidates);
   const int V = vocab_size();
   for (int b = 0; b < B; ++b) {
     if (top[b] <= 0) continue;

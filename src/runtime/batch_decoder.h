@@ -22,10 +22,11 @@ namespace duet {
 // row b with top[b] > 0 holds its top[b] best logits in values/ids from
 // b * kMaxTopCandidates, best first, ties to the lower id (select_top's order);
 // a row with top[b] == 0 holds its whole row of logits in rows from b * V.
+// The vectors may be longer than B rows (a decoder may keep them from larger steps).
 struct DecodeSelection {
-  std::vector<float> values;  // [B, kMaxTopCandidates]
-  std::vector<int32_t> ids;   // [B, kMaxTopCandidates]
-  std::vector<float> rows;    // [B, V]; rows with top[b] > 0 may be left unwritten
+  std::vector<float> values;  // [>= B, kMaxTopCandidates]
+  std::vector<int32_t> ids;   // [>= B, kMaxTopCandidates]
+  std::vector<float> rows;    // [>= B, V]; rows with top[b] > 0 may be left unwritten
 };
 
 class BatchDecoder {
