@@ -2,13 +2,18 @@
 
 namespace duet {
 
+void DecodeSelection::fit(int B, int V) {
+  const size_t candidates = static_cast<size_t>(B) * kMaxTopCandidates, row_floats = static_cast<size_t>(B) * V;
+  if (values.size() < candidates) values.resize(candidates);
+  if (ids.size() < candidates) ids.resize(candidates);
+  if (rows.size() < row_floats) rows.resize(row_floats);
+}
+
 Status BatchDecoder::decode_top(const int32_t* slot_ids, const int32_t* tokens, int B, const int32_t* top,
                                 DecodeSelection& out) {
-  DUET_TRY(decode(slot_ids, tokens, B, out.rows));
-  const size_t candidates = static_cast<size_t>(B) * kMaxTopCandidates;
-  if (out.values.size() < candidates) out.values.resize(candidates);
-  if (out.ids.size() < candidates) out.ids.resize(candidates);
   const int V = vocab_size();
+  out.fit(B, V);
+  DUET_TRY(decode(slot_ids, tokens, B, out.rows));
   for (int b = 0; b < B; ++b) {
     if (top[b] <= 0) continue;
     const size_t at = static_cast<size_t>(b) * kMaxTopCandidates;

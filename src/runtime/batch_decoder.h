@@ -27,6 +27,10 @@ struct DecodeSelection {
   std::vector<float> values;  // [>= B, kMaxTopCandidates]
   std::vector<int32_t> ids;   // [>= B, kMaxTopCandidates]
   std::vector<float> rows;    // [>= B, V]; rows with top[b] > 0 may be left unwritten
+
+  // Room for B rows of a V-token vocabulary. Grown, never shrunk: the batch moves by a row
+  // or two most steps, and growing a vector zero-fills it.
+  void fit(int B, int V);
 };
 
 class BatchDecoder {

@@ -29,11 +29,7 @@ class CudaBatchDecoder final : public BatchDecoder {
   Status decode_top(const int32_t* slot_ids, const int32_t* tokens, int B, const int32_t* top,
                     DecodeSelection& out) override {
     static_assert(kMaxTopCandidates == CudaModel::kMaxSelect, "DecodeSelection's stride is the model's");
-    // Grown, never shrunk: the batch changes by a row or two most steps, and growing a vector zero-fills.
-    const size_t candidates = static_cast<size_t>(B) * kMaxTopCandidates, row_floats = static_cast<size_t>(B) * vocab_size();
-    if (out.values.size() < candidates) out.values.resize(candidates);
-    if (out.ids.size() < candidates) out.ids.resize(candidates);
-    if (out.rows.size() < row_floats) out.rows.resize(row_floats);
+    out.fit(B, vocab_size());
     return model_->decode_select(slot_ids, tokens, B, top, out.values.data(), out.ids.data(), out.rows.data());
   }
 
