@@ -107,6 +107,33 @@ Status check_decode(const CudaModel& model, const int32_t* slots, const int32_t*
   return ok_status();
 }
 
+// The slot ids and tokens that follow a command on a worker's pipe.
+bool read_payload(int in, const Command& cmd, std::vector<int32_t>& slots, std::vector<int32_t>& tokens) {
+  const size_t T = static_cast<size_t>(cmd.T);
+  switch (cmd.op) {
+    case Op::Forward:
+    case Op::Prefill: tokens.resize(T); return read_all(in, tokens.data(), T * sizeof(int32_t));
+    case Op::Decode:
+      slots.resize(T);
+      tokens.resize(T);
+      return read_all(in, slots.data(), T * sizeof(int32_t)) && read_all(in, tokens.data(), T * sizeof(int32_t));
+    default: return true;
+  }
+}
+
+// A worker's share of one command: the same call rank 0 makes, its collectives meeting rank 0's.
+Status execute(CudaModel& model, const Command& cmd, const std::vector<int32_t>& slots, const std::vector<int32_t>& tokens,
+               std::vector<float>& logits) {
+  const LogitsMode mode = static_cast<LogitsMode>(cmd.mode);
+  switch (cmd.op) {
+    case Op::Forward: return run_step(model, tokens.data(), cmd.T, mode, logits);
+    case Op::Prefill: return model.prefill(cmd.slot, tokens.data(), cmd.T, mode, logits);
+    case Op::Decode: return model.decode_sequences(slots.data(), tokens.data(), cmd.T, logits);
+    case Op::Reset: model.reset(cmd.slot); return ok_status();
+    default: return make_error("unexpected command ", static_cast<int>(cmd.op));
+  }
+}
+
 // A worker's life after fork: start-up replies on `out`, then steps from `in` until Quit or EOF.
 int worker_main(const ModelWeights& weights, int rank, int tp, const CudaModelOptions& options, int in, int out) {
   auto reply = [&](const Status& s) {
@@ -130,27 +157,9 @@ int worker_main(const ModelWeights& weights, int rank, int tp, const CudaModelOp
   std::vector<int32_t> tokens, slots;
   std::vector<float> logits;
   while (read_all(in, &cmd, sizeof(cmd))) {
-    Status s;
-    const size_t T = static_cast<size_t>(cmd.T);
-    switch (cmd.op) {
-      case Op::Forward:
-      case Op::Prefill:
-        tokens.resize(T);
-        if (!read_all(in, tokens.data(), T * sizeof(int32_t))) return 1;
-        s = cmd.op == Op::Forward ? run_step(model, tokens.data(), cmd.T, static_cast<LogitsMode>(cmd.mode), logits)
-                                  : model.prefill(cmd.slot, tokens.data(), cmd.T, static_cast<LogitsMode>(cmd.mode), logits);
-        break;
-      case Op::Decode:
-        slots.resize(T);
-        tokens.resize(T);
-        if (!read_all(in, slots.data(), T * sizeof(int32_t)) || !read_all(in, tokens.data(), T * sizeof(int32_t))) return 1;
-        s = model.decode_sequences(slots.data(), tokens.data(), cmd.T, logits);
-        break;
-      case Op::Reset: model.reset(cmd.slot); break;
-      case Op::Quit: return 0;
-      default: return 1;
-    }
-    if (!s.ok()) {
+    if (cmd.op == Op::Quit) return 0;
+    if (!read_payload(in, cmd, slots, tokens)) return 1;
+    if (const Status s = execute(model, cmd, slots, tokens, logits); !s.ok()) {
       // Rank 0 checked the step, so this is a device failure; rank 0 would wait in NCCL for us.
       std::fprintf(stderr, "duet: error: rank %d: %s\n", rank, s.message().c_str());
       return 1;
