@@ -11,6 +11,13 @@ using Clock = std::chrono::steady_clock;
 double seconds_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 // The loop thread is the only writer of these counters, so a load and a store make the sum.
 void add_seconds(std::atomic<double>& total, double seconds) { total.store(total.load() + seconds); }
+EngineEvent finished_event(FinishReason reason, const std::string& error = "") {
+  EngineEvent done;
+  done.kind = EngineEvent::Kind::kFinished;
+  done.finish = reason;
+  done.error = error;
+  return done;
+}
 }  // namespace
 
 RequestHandle::RequestHandle(GenerationRequest request) : request_(std::move(request)) {}
@@ -76,10 +83,7 @@ Engine::~Engine() {
     if (slot) finish(*slot, FinishReason::kCancelled);
   }
   for (auto& handle : queue_) {
-    EngineEvent done;
-    done.kind = EngineEvent::Kind::kFinished;
-    done.finish = FinishReason::kCancelled;
-    post(handle, std::move(done));
+    post(handle, finished_event(FinishReason::kCancelled));
   }
   flush();
   {
@@ -105,7 +109,7 @@ void Engine::flush() {
 }
 
 void Engine::send_loop() {
-  std::vector<std::pair<std::shared_ptr<RequestHandle>, EngineEvent>> batch;
+  std::vector<Outgoing> batch;
   while (true) {
     {
       std::unique_lock<std::mutex> lock(send_mutex_);
@@ -164,10 +168,7 @@ void Engine::admit() {
     std::shared_ptr<RequestHandle> handle = std::move(queue_.front());
     queue_.pop_front();
     if (handle->cancelled()) {
-      EngineEvent done;
-      done.kind = EngineEvent::Kind::kFinished;
-      done.finish = FinishReason::kCancelled;
-      post(handle, std::move(done));
+      post(handle, finished_event(FinishReason::kCancelled));
       metrics_.requests_cancelled_total++;
       --s;  // the slot is still free
       continue;
@@ -201,11 +202,7 @@ void Engine::finish(Slot& slot, FinishReason reason, const std::string& error) {
     case FinishReason::kError: metrics_.requests_failed_total++; break;
     default: metrics_.requests_finished_total++; break;
   }
-  EngineEvent done;
-  done.kind = EngineEvent::Kind::kFinished;
-  done.finish = reason;
-  done.error = error;
-  post(handle, std::move(done));
+  post(handle, finished_event(reason, error));
 }
 
 void Engine::prefill_step() {

@@ -124,6 +124,7 @@ class Engine {
   void finish(Slot& slot, FinishReason reason, const std::string& error = "");
   // Queues an event for its request (loop thread); flush() hands the queue to the sender thread,
   // which delivers events in the order they were posted.
+  using Outgoing = std::pair<std::shared_ptr<RequestHandle>, EngineEvent>;
   void post(const std::shared_ptr<RequestHandle>& handle, EngineEvent event);
   void flush();
   void send_loop();
@@ -143,11 +144,11 @@ class Engine {
   std::vector<std::unique_ptr<Slot>> slot_state_;  // loop thread only; null = free
   uint64_t admissions_ = 0;                        // admission order, for FIFO prefill
   DecodeSelection selection_;                      // decode_step's output, kept to reuse its buffers
-  std::vector<std::pair<std::shared_ptr<RequestHandle>, EngineEvent>> outbox_;  // loop thread
+  std::vector<Outgoing> outbox_;                   // loop thread
 
   std::mutex send_mutex_;  // guards sending_ and send_stop_
   std::condition_variable send_wake_;
-  std::vector<std::pair<std::shared_ptr<RequestHandle>, EngineEvent>> sending_;
+  std::vector<Outgoing> sending_;
   bool send_stop_ = false;
   std::thread sender_;
   std::thread thread_;
