@@ -21,6 +21,7 @@ namespace duet {
 namespace {
 
 using test::DeviceBuffer;
+using test::upload;
 
 // Outputs are bf16 (relative 2^-9 on values of size <= 1) over fp32 sums: the prefill test's bounds
 // (attention_prefill_test.cpp), which also allow for a bf16 rounding of the probabilities.
@@ -35,11 +36,6 @@ struct Case {
   int H, Hkv, Dh, chunk;
   bool separate_merge;  // prefetch_kv: the chunks merged by their own kernel
 };
-
-template <class T>
-void upload(const DeviceBuffer& d, const std::vector<T>& h) {
-  ASSERT_EQ(cudaMemcpy(d.ptr, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
-}
 
 // The first nq of five queries (up to 2 queries take other launch variants).
 void check(const Case& c, int nq, uint64_t seed) {

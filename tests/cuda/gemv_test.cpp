@@ -24,6 +24,7 @@ namespace duet {
 namespace {
 
 using test::DeviceBuffer;
+using test::upload;
 
 // Per element, |got - ref| <= kRelTol * |ref| (bf16 outputs only) + kRmsTol * rms(ref). The kernel and the
 // reference sum the same bf16 products, in fp32 against double (relative ~1e-6 over these K); what else
@@ -33,11 +34,6 @@ using test::DeviceBuffer;
 // less on f32 outputs). A missing, misplaced or doubled row or K slice errs by about the rms.
 constexpr double kRmsTol = 1e-3;
 constexpr double kRelTol = 1.0 / 256;
-
-template <class T>
-void upload(const DeviceBuffer& d, const std::vector<T>& h) {
-  ASSERT_EQ(cudaMemcpy(d.ptr, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
-}
 
 float round_bf16(float x) { return bf16_to_f32(f32_to_bf16(x)); }
 

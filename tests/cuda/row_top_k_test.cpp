@@ -20,6 +20,7 @@ namespace duet {
 namespace {
 
 using test::DeviceBuffer;
+using test::upload;
 
 // The k best finite-or-infinite entries of row (NaN skipped), padded with id -1.
 void reference_top(const float* row, int V, int k, std::vector<float>& values, std::vector<int32_t>& ids) {
@@ -53,10 +54,10 @@ void check(int V, const std::vector<int32_t>& top) {
   if (rows > 3) logits[3 * static_cast<size_t>(V) + V / 2] = inf;
 
   DeviceBuffer d_logits(logits.size() * 4), d_top(rows * 4), d_values(rows * kStride * 4), d_ids(rows * kStride * 4);
-  ASSERT_EQ(cudaMemcpy(d_logits.ptr, logits.data(), logits.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
-  ASSERT_EQ(cudaMemcpy(d_top.ptr, top.data(), rows * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  upload(d_logits, logits);
+  upload(d_top, top);
   std::vector<int32_t> sentinel(rows * kStride, -7);
-  ASSERT_EQ(cudaMemcpy(d_ids.ptr, sentinel.data(), sentinel.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  upload(d_ids, sentinel);
   const Status s = cuda::row_top_k(d_logits.as<float>(), rows, V, d_top.as<int32_t>(), kStride, d_values.as<float>(),
                                    d_ids.as<int32_t>(), nullptr);
   ASSERT_TRUE(s.ok()) << s.message();
